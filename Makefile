@@ -1,0 +1,195 @@
+# loopfd: build, install, test.
+#
+#   make                      build into $(O) (default: build/)
+#   make install              PREFIX, SYSCONFDIR, RUNSTATEDIR, DESTDIR respected
+#   make check                unit + integration + hostile + fuzz smoke (as root)
+#   make demo                 the quick-start job, as uid 65534 on a scratch image
+#   make deps                 install missing Debian packages (apt-get)
+#   make bench                benchmarks (not part of check)
+#   make fuzz FUZZ_SECONDS=N  libFuzzer over the decoder
+#   make analyze              cppcheck + clang-tidy
+#   make asan                 build and run the unit tests under ASan/UBSan
+#
+# Paths are compiled in: changing PREFIX, SYSCONFDIR or RUNSTATEDIR rebuilds.
+
+PREFIX      ?= /usr/local
+BINDIR      ?= $(PREFIX)/bin
+LIBEXECDIR  ?= $(PREFIX)/libexec
+INCLUDEDIR  ?= $(PREFIX)/include
+LIBDIR      ?= $(PREFIX)/lib
+SYSCONFDIR  ?= $(PREFIX)/etc
+RUNSTATEDIR ?= /run/loopfd
+DESTDIR     ?=
+O           ?= build
+VERSION     := 1.0.0
+
+CC      ?= cc
+CLANG   ?= clang
+HARDEN  := -D_FORTIFY_SOURCE=3 -fstack-protector-strong -fstack-clash-protection \
+           -fcf-protection
+WARN    := -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wstrict-prototypes \
+           -Wmissing-prototypes -Wno-unused-parameter
+CFLAGS  ?= -O2 -g
+CPPFLAGS_ALL := -D_GNU_SOURCE -I$(O) -Iprotocol -Isandbox -Ihelper -Iclient
+CFLAGS_ALL   := -std=gnu11 $(WARN) $(HARDEN) $(CFLAGS)
+LDFLAGS_ALL  := -Wl,-z,relro,-z,now -Wl,--as-needed $(LDFLAGS)
+
+PROTO_SRC   := $(wildcard protocol/*.c)
+SANDBOX_SRC := $(wildcard sandbox/*.c)
+HELPER_SRC  := $(wildcard helper/*.c)
+LIB_SRC     := client/libloopfd.c
+CLI_SRC     := client/cli.c
+
+objs = $(patsubst %.c,$(O)/%.o,$(1))
+pics = $(patsubst %.c,$(O)/pic/%.o,$(1))
+
+HELPER   := $(O)/loopfd-helper
+CLI      := $(O)/loopfd
+LIB_A    := $(O)/libloopfd.a
+LIB_SO   := $(O)/libloopfd.so.1
+PC       := $(O)/loopfd.pc
+
+.PHONY: all install uninstall check unit integration hostile fuzz-smoke fuzz \
+        demo deps bench analyze asan clean
+
+all: $(HELPER) $(CLI) $(LIB_A) $(LIB_SO) $(PC) test-programs
+
+# Compiled-in paths live in one generated header, rewritten only when a path
+# changes, so that every object that uses a path is rebuilt then and only then.
+$(O)/paths.h: FORCE
+	@mkdir -p $(O)
+	@printf '#define LOOPFD_VERSION "%s"\n#define LOOPFD_HELPER_PATH "%s"\n#define LOOPFD_CONFIG_PATH "%s"\n#define LOOPFD_RUNDIR "%s"\n' \
+		'$(VERSION)' '$(LIBEXECDIR)/loopfd-helper' '$(SYSCONFDIR)/loopfd.conf' \
+		'$(RUNSTATEDIR)' > $@.tmp
+	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
+FORCE:
+
+$(O)/%.o: %.c $(O)/paths.h $(wildcard */*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS_ALL) $(CPPFLAGS) $(CFLAGS_ALL) -fPIE -c $< -o $@
+
+$(O)/pic/%.o: %.c $(O)/paths.h $(wildcard */*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS_ALL) $(CPPFLAGS) $(CFLAGS_ALL) -fPIC -fvisibility=hidden -c $< -o $@
+
+$(HELPER): $(call objs,$(HELPER_SRC) $(SANDBOX_SRC) $(PROTO_SRC))
+	$(CC) $(CFLAGS_ALL) -pie $(LDFLAGS_ALL) $^ -lseccomp -lcap -o $@
+
+$(LIB_A): $(call objs,$(LIB_SRC) $(PROTO_SRC))
+	rm -f $@ && ar rcs $@ $^
+
+$(LIB_SO): $(call pics,$(LIB_SRC) $(PROTO_SRC))
+	$(CC) $(CFLAGS_ALL) -shared $(LDFLAGS_ALL) -Wl,-soname,libloopfd.so.1 $^ -o $@
+	ln -sf libloopfd.so.1 $(O)/libloopfd.so
+
+$(CLI): $(call objs,$(CLI_SRC)) $(LIB_A)
+	$(CC) $(CFLAGS_ALL) -pie $(LDFLAGS_ALL) $^ -o $@
+
+$(PC): client/loopfd.pc.in
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
+
+# ---- test programs (built with the same flags; not installed) -------------
+TEST_PROGS := $(O)/tests/seccomp_probe $(O)/tests/rawclient $(O)/tests/bench
+
+test-programs: $(TEST_PROGS)
+
+$(O)/tests/seccomp_probe: $(O)/tests/sandbox/seccomp_probe.o $(call objs,$(SANDBOX_SRC))
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -pie $(LDFLAGS_ALL) $^ -lseccomp -lcap -o $@
+
+$(O)/tests/rawclient: $(O)/tests/hostile/rawclient.o $(call objs,$(PROTO_SRC))
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -pie $(LDFLAGS_ALL) $^ -o $@
+
+$(O)/tests/bench: $(O)/bench/bench.o $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -pie $(LDFLAGS_ALL) $^ -o $@
+
+# ---- unit tests (cmocka) ---------------------------------------------------
+UNIT_TESTS := $(O)/tests/test_proto $(O)/tests/test_config
+
+$(O)/tests/test_proto: $(O)/tests/unit/test_proto.o $(call objs,$(PROTO_SRC))
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -pie $(LDFLAGS_ALL) $^ -lcmocka -o $@
+
+$(O)/tests/test_config: $(O)/tests/unit/test_config.o $(O)/helper/config.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -pie $(LDFLAGS_ALL) $^ -lcmocka -o $@
+
+unit: $(UNIT_TESTS)
+	@for t in $(UNIT_TESTS); do echo "== $$t"; $$t || exit 1; done
+
+# ---- install ---------------------------------------------------------------
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(INCLUDEDIR) \
+	           $(DESTDIR)$(LIBDIR)/pkgconfig
+	install -m 0755 $(CLI) $(DESTDIR)$(BINDIR)/loopfd
+	install -m 0755 $(HELPER) $(DESTDIR)$(LIBEXECDIR)/loopfd-helper
+	@if [ "$$(id -u)" = 0 ]; then \
+		chown root:root $(DESTDIR)$(LIBEXECDIR)/loopfd-helper && \
+		chmod 4755 $(DESTDIR)$(LIBEXECDIR)/loopfd-helper; \
+	else echo "not root: $(LIBEXECDIR)/loopfd-helper installed without setuid"; fi
+	install -m 0644 client/loopfd.h $(DESTDIR)$(INCLUDEDIR)/loopfd.h
+	install -m 0644 $(LIB_A) $(DESTDIR)$(LIBDIR)/libloopfd.a
+	install -m 0755 $(LIB_SO) $(DESTDIR)$(LIBDIR)/libloopfd.so.1
+	ln -sf libloopfd.so.1 $(DESTDIR)$(LIBDIR)/libloopfd.so
+	install -m 0644 $(PC) $(DESTDIR)$(LIBDIR)/pkgconfig/loopfd.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/loopfd $(DESTDIR)$(LIBEXECDIR)/loopfd-helper \
+	      $(DESTDIR)$(INCLUDEDIR)/loopfd.h $(DESTDIR)$(LIBDIR)/libloopfd.* \
+	      $(DESTDIR)$(LIBDIR)/pkgconfig/loopfd.pc
+
+# ---- the README's two commands ---------------------------------------------
+deps:
+	@tests/deps.sh
+
+check: deps
+	@tests/check.sh
+
+demo: deps
+	@tests/demo.sh
+
+bench: deps
+	@bench/bench.sh
+
+# ---- fuzzing ---------------------------------------------------------------
+FUZZ_SECONDS ?= 60
+FUZZ := $(O)/fuzz/fuzz_decode
+
+$(FUZZ): tests/fuzz/fuzz_decode.c $(PROTO_SRC) protocol/loopfd_proto.h
+	@mkdir -p $(dir $@)
+	$(CLANG) -std=gnu11 -g -O1 -D_GNU_SOURCE -Iprotocol \
+		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+		tests/fuzz/fuzz_decode.c $(PROTO_SRC) -o $@
+
+fuzz: $(FUZZ)
+	@mkdir -p $(O)/fuzz/corpus
+	$(FUZZ) -max_total_time=$(FUZZ_SECONDS) -max_len=$$((8192+64)) \
+		$(O)/fuzz/corpus tests/fuzz/corpus
+
+fuzz-smoke: $(FUZZ)
+	$(FUZZ) -runs=0 tests/fuzz/corpus
+	@mkdir -p $(O)/fuzz/smoke
+	$(FUZZ) -max_total_time=$(FUZZ_SECONDS) -max_len=$$((8192+64)) \
+		$(O)/fuzz/smoke tests/fuzz/corpus
+
+# ---- static analysis and sanitizers ----------------------------------------
+ALL_SRC = $(PROTO_SRC) $(SANDBOX_SRC) $(HELPER_SRC) $(LIB_SRC) $(CLI_SRC)
+
+analyze: $(O)/paths.h
+	cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performance \
+		--inline-suppr --std=c11 -D_GNU_SOURCE -I$(O) -Iprotocol -Isandbox \
+		-Ihelper -Iclient --suppress=missingIncludeSystem $(ALL_SRC)
+	clang-tidy --quiet --warnings-as-errors='*' \
+		--checks='-*,clang-analyzer-*,bugprone-*,-bugprone-easily-swappable-parameters,-bugprone-reserved-identifier,-bugprone-assignment-in-if-condition,-bugprone-narrowing-conversions,-clang-analyzer-security.insecureAPI.DeprecatedOrUnsafeBufferHandling' \
+		$(ALL_SRC) -- $(CPPFLAGS_ALL) -std=gnu11
+
+asan:
+	$(MAKE) O=build-asan CC=clang \
+		CFLAGS='-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer' \
+		HARDEN_OFF=1 unit
+
+clean:
+	rm -rf build build-asan $(O)

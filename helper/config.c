@@ -1,0 +1,398 @@
+/*
+ * The policy file, $(SYSCONFDIR)/loopfd.conf.  PAM-free and polkit-free: one
+ * root-owned file says who may use loopfd and what they may ask for.
+ *
+ *   # comment
+ *   allow-users alice 1001        who may use loopfd (names or ids)
+ *   allow-groups builders         ... or members of these groups
+ *   max-devices-per-user 16       1..256
+ *   max-devices 256               system-wide, 1..65536
+ *   allow-grant yes|no            --grant (chown of /dev/loopN to the caller)
+ *   allow-partscan yes|no
+ *   allow-direct-io yes|no
+ *   allow-block-devices yes|no    block devices as backing (not loop devices)
+ *
+ * Without allow-users and allow-groups lines anyone who can run or reach
+ * the helper is served.  Anything the parser does not understand makes the
+ * whole file invalid: a typo in a security policy must not silently mean
+ * "the default".
+ */
+#include "helper.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CONFIG_MAX_SIZE	65536
+#define CONFIG_MAX_LINE	1024
+
+void policy_defaults(struct policy *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->max_per_user = 16;
+	p->max_total = 256;
+	p->allow_grant = 1;
+	p->allow_partscan = 1;
+	p->allow_direct_io = 1;
+	p->allow_block_devices = 0;
+}
+
+struct parser {
+	const char *path;
+	unsigned line;
+	char *err;
+	size_t errlen;
+	unsigned seen;		/* bit per scalar keyword: duplicates are errors */
+};
+
+__attribute__((format(printf, 2, 3)))
+static int parse_error(struct parser *ps, const char *fmt, ...)
+{
+	char what[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	snprintf(ps->err, ps->errlen, "%s:%u: %s", ps->path, ps->line, what);
+	return -1;
+}
+
+/* A decimal number without sign, leading junk or overflow. */
+static int parse_number(const char *s, unsigned long max, unsigned long *out)
+{
+	char *end;
+	unsigned long v;
+
+	if (*s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int resolve_user(const char *name, uid_t *uid)
+{
+	unsigned long v;
+	const struct passwd *pw;
+
+	if (parse_number(name, UINT32_MAX - 1, &v) == 0) {
+		*uid = (uid_t)v;
+		return 0;
+	}
+	pw = getpwnam(name);
+	if (pw == NULL)
+		return -1;
+	*uid = pw->pw_uid;
+	return 0;
+}
+
+static int resolve_group(const char *name, gid_t *gid)
+{
+	unsigned long v;
+	const struct group *gr;
+
+	if (parse_number(name, UINT32_MAX - 1, &v) == 0) {
+		*gid = (gid_t)v;
+		return 0;
+	}
+	gr = getgrnam(name);
+	if (gr == NULL)
+		return -1;
+	*gid = gr->gr_gid;
+	return 0;
+}
+
+static int parse_users(struct parser *ps, char **args, int nargs,
+		       struct policy *p)
+{
+	int i;
+
+	if (nargs == 0)
+		return parse_error(ps, "allow-users needs at least one user");
+	for (i = 0; i < nargs; i++) {
+		if (p->nusers == POLICY_MAX_IDS)
+			return parse_error(ps, "more than %d users", POLICY_MAX_IDS);
+		if (resolve_user(args[i], &p->users[p->nusers]) < 0)
+			return parse_error(ps, "unknown user '%s'", args[i]);
+		p->nusers++;
+	}
+	p->restricted = 1;
+	return 0;
+}
+
+static int parse_groups(struct parser *ps, char **args, int nargs,
+			struct policy *p)
+{
+	int i;
+
+	if (nargs == 0)
+		return parse_error(ps, "allow-groups needs at least one group");
+	for (i = 0; i < nargs; i++) {
+		if (p->ngroups == POLICY_MAX_IDS)
+			return parse_error(ps, "more than %d groups", POLICY_MAX_IDS);
+		if (resolve_group(args[i], &p->groups[p->ngroups]) < 0)
+			return parse_error(ps, "unknown group '%s'", args[i]);
+		p->ngroups++;
+	}
+	p->restricted = 1;
+	return 0;
+}
+
+static int parse_bool(struct parser *ps, const char *key, char **args,
+		      int nargs, int *out)
+{
+	if (nargs != 1)
+		return parse_error(ps, "%s takes one value: yes or no", key);
+	if (strcmp(args[0], "yes") == 0)
+		*out = 1;
+	else if (strcmp(args[0], "no") == 0)
+		*out = 0;
+	else
+		return parse_error(ps, "%s: '%s' is not yes or no", key, args[0]);
+	return 0;
+}
+
+static int parse_limit(struct parser *ps, const char *key, char **args,
+		       int nargs, unsigned long max, unsigned *out)
+{
+	unsigned long v;
+
+	if (nargs != 1)
+		return parse_error(ps, "%s takes one number", key);
+	if (parse_number(args[0], max, &v) < 0 || v == 0)
+		return parse_error(ps, "%s: '%s' is not a number from 1 to %lu",
+				   key, args[0], max);
+	*out = (unsigned)v;
+	return 0;
+}
+
+enum keyword {
+	KW_USERS, KW_GROUPS, KW_PER_USER, KW_TOTAL, KW_GRANT, KW_PARTSCAN,
+	KW_DIRECT_IO, KW_BLOCK_DEVICES, KW_COUNT
+};
+
+static const char *const keywords[KW_COUNT] = {
+	[KW_USERS] = "allow-users",
+	[KW_GROUPS] = "allow-groups",
+	[KW_PER_USER] = "max-devices-per-user",
+	[KW_TOTAL] = "max-devices",
+	[KW_GRANT] = "allow-grant",
+	[KW_PARTSCAN] = "allow-partscan",
+	[KW_DIRECT_IO] = "allow-direct-io",
+	[KW_BLOCK_DEVICES] = "allow-block-devices",
+};
+
+static int parse_directive(struct parser *ps, char **words, int nwords,
+			   struct policy *p)
+{
+	char **args = words + 1;
+	int nargs = nwords - 1;
+	int kw;
+
+	for (kw = 0; kw < KW_COUNT; kw++)
+		if (strcmp(words[0], keywords[kw]) == 0)
+			break;
+	if (kw == KW_COUNT)
+		return parse_error(ps, "unknown keyword '%s'", words[0]);
+	if (kw != KW_USERS && kw != KW_GROUPS) {
+		if (ps->seen & (1u << kw))
+			return parse_error(ps, "%s given twice", words[0]);
+		ps->seen |= 1u << kw;
+	}
+	switch (kw) {
+	case KW_USERS:
+		return parse_users(ps, args, nargs, p);
+	case KW_GROUPS:
+		return parse_groups(ps, args, nargs, p);
+	case KW_PER_USER:
+		return parse_limit(ps, words[0], args, nargs,
+				   POLICY_MAX_PER_USER, &p->max_per_user);
+	case KW_TOTAL:
+		return parse_limit(ps, words[0], args, nargs,
+				   POLICY_MAX_TOTAL, &p->max_total);
+	case KW_GRANT:
+		return parse_bool(ps, words[0], args, nargs, &p->allow_grant);
+	case KW_PARTSCAN:
+		return parse_bool(ps, words[0], args, nargs, &p->allow_partscan);
+	case KW_DIRECT_IO:
+		return parse_bool(ps, words[0], args, nargs, &p->allow_direct_io);
+	default:
+		return parse_bool(ps, words[0], args, nargs,
+				  &p->allow_block_devices);
+	}
+}
+
+/* Split line (modified in place) into words; '#' starts a comment. */
+static int split_words(struct parser *ps, char *line, char **words, int max)
+{
+	int n = 0;
+	char *save = NULL, *w;
+	char *hash = strchr(line, '#');
+
+	if (hash)
+		*hash = '\0';
+	for (w = strtok_r(line, " \t\r", &save); w; w = strtok_r(NULL, " \t\r", &save)) {
+		if (n == max)
+			return parse_error(ps, "too many words");
+		words[n++] = w;
+	}
+	return n;
+}
+
+int config_parse(const char *text, size_t len, const char *path,
+		 struct policy *p, char *err, size_t errlen)
+{
+	struct parser ps = { .path = path, .err = err, .errlen = errlen };
+	char line[CONFIG_MAX_LINE + 1];
+	char *words[POLICY_MAX_IDS + 2];
+	size_t pos = 0, end;
+	int n;
+
+	policy_defaults(p);
+	while (pos < len) {
+		ps.line++;
+		for (end = pos; end < len && text[end] != '\n'; end++)
+			;
+		if (end - pos > CONFIG_MAX_LINE)
+			return parse_error(&ps, "line longer than %d bytes",
+					   CONFIG_MAX_LINE);
+		if (memchr(text + pos, '\0', end - pos) != NULL)
+			return parse_error(&ps, "NUL byte in line");
+		memcpy(line, text + pos, end - pos);
+		line[end - pos] = '\0';
+		pos = end + 1;
+		n = split_words(&ps, line, words, POLICY_MAX_IDS + 2);
+		if (n < 0)
+			return -1;
+		if (n > 0 && parse_directive(&ps, words, n, p) < 0)
+			return -1;
+	}
+	if (p->max_per_user > p->max_total) {
+		ps.line = 0;
+		return parse_error(&ps, "max-devices-per-user (%u) exceeds max-devices (%u)",
+				   p->max_per_user, p->max_total);
+	}
+	return 0;
+}
+
+/* The checks a root-trusted file must pass before its contents mean
+ * anything: anyone who can write it can grant themselves devices. */
+static int check_config_file(int fd, const char *path, char *err, size_t errlen)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0) {
+		snprintf(err, errlen, "%s: cannot stat: %s", path, strerror(errno));
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "%s: not a regular file", path);
+		return -1;
+	}
+	if (st.st_uid != 0) {
+		snprintf(err, errlen, "%s: owned by uid %u, must be owned by root",
+			 path, (unsigned)st.st_uid);
+		return -1;
+	}
+	if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+		snprintf(err, errlen, "%s: mode %04o is group- or world-writable",
+			 path, (unsigned)(st.st_mode & 07777));
+		return -1;
+	}
+	if (st.st_size > CONFIG_MAX_SIZE) {
+		snprintf(err, errlen, "%s: larger than %d bytes", path, CONFIG_MAX_SIZE);
+		return -1;
+	}
+	return 0;
+}
+
+static ssize_t read_all(int fd, char *buf, size_t cap)
+{
+	size_t got = 0;
+	ssize_t n;
+
+	while (got < cap) {
+		n = read(fd, buf + got, cap - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	return (ssize_t)got;
+}
+
+int config_load(const char *path, struct policy *p, char *err, size_t errlen)
+{
+	static char text[CONFIG_MAX_SIZE + 1];
+	ssize_t len;
+	int fd, rc;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0 && errno == ENOENT) {
+		policy_defaults(p);
+		return 0;
+	}
+	if (fd < 0) {
+		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+		return -1;
+	}
+	if (check_config_file(fd, path, err, errlen) < 0) {
+		close(fd);
+		return -1;
+	}
+	len = read_all(fd, text, sizeof(text));
+	if (len < 0)
+		snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+	close(fd);
+	if (len < 0)
+		return -1;
+	if ((size_t)len > CONFIG_MAX_SIZE) {
+		snprintf(err, errlen, "%s: larger than %d bytes", path, CONFIG_MAX_SIZE);
+		return -1;
+	}
+	rc = config_parse(text, (size_t)len, path, p, err, errlen);
+	return rc;
+}
+
+static int gid_listed(const struct policy *p, gid_t g)
+{
+	size_t i;
+
+	for (i = 0; i < p->ngroups; i++)
+		if (p->groups[i] == g)
+			return 1;
+	return 0;
+}
+
+int policy_allows(const struct policy *p, const struct caller *c)
+{
+	size_t i;
+	int g;
+
+	if (!p->restricted || c->uid == 0)
+		return 1;
+	for (i = 0; i < p->nusers; i++)
+		if (p->users[i] == c->uid)
+			return 1;
+	if (gid_listed(p, c->gid))
+		return 1;
+	for (g = 0; g < c->ngroups; g++)
+		if (gid_listed(p, c->groups[g]))
+			return 1;
+	return 0;
+}

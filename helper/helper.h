@@ -1,0 +1,120 @@
+/*
+ * loopfd-helper: the privileged program.  One serving code path
+ * (serve.c), three ways in (main.c), the loop-device work (loopdev.c), the
+ * policy file (config.c), system-wide device accounting (quota.c).
+ */
+#ifndef LOOPFD_HELPER_H
+#define LOOPFD_HELPER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "loopfd_proto.h"
+
+#define POLICY_MAX_IDS		64
+#define POLICY_MAX_PER_USER	256	/* slots reserved per uid in the slot file */
+#define POLICY_MAX_TOTAL	65536
+#define CALLER_MAX_GROUPS	256
+#define SESSION_END_TIMEOUT_MS	10000	/* release wait when a client vanished */
+
+/* ---- policy (config.c) ---------------------------------------------------- */
+
+struct policy {
+	int restricted;			/* any allow-users/allow-groups line */
+	uid_t users[POLICY_MAX_IDS];
+	size_t nusers;
+	gid_t groups[POLICY_MAX_IDS];
+	size_t ngroups;
+	unsigned max_per_user;		/* default 16 */
+	unsigned max_total;		/* default 256 */
+	int allow_grant;		/* default yes */
+	int allow_partscan;		/* default yes */
+	int allow_direct_io;		/* default yes */
+	int allow_block_devices;	/* default no */
+};
+
+void policy_defaults(struct policy *p);
+
+/* Parse the text of a config file.  On error returns -1 and writes a
+ * message naming path, line and problem into err. */
+int config_parse(const char *text, size_t len, const char *path,
+		 struct policy *p, char *err, size_t errlen);
+
+/* Open, check (root-owned, not group/world-writable, regular) and parse
+ * path.  A missing file gives the defaults.  -1 with a message in err. */
+int config_load(const char *path, struct policy *p, char *err, size_t errlen);
+
+/* ---- the caller ----------------------------------------------------------- */
+
+struct caller {
+	uid_t uid;
+	gid_t gid;
+	pid_t pid;			/* 0 when unknown (setuid mode: parent) */
+	gid_t groups[CALLER_MAX_GROUPS];
+	int ngroups;
+};
+
+int policy_allows(const struct policy *p, const struct caller *c);
+
+/* ---- quota (quota.c): byte-range OFD locks on one root-owned file --------- */
+
+/* Open (creating) $(RUNSTATEDIR)/slots for this session: a file description
+ * of its own, so that locks conflict between sessions and vanish with a
+ * session's process, whatever kills it. */
+int quota_open(const char *rundir, char *err, size_t errlen);
+
+/* Take a free slot among limit slots of the region; -1 with errno EDQUOT
+ * when all are held by other sessions.  held is a bitset of the slots this
+ * session holds already (its own locks would not conflict). */
+int quota_take(int fd, uint64_t base, unsigned limit, const unsigned char *held);
+int quota_put(int fd, uint64_t base, int slot);
+uint64_t quota_user_base(uid_t uid);
+#define QUOTA_GLOBAL_BASE	0
+
+/* ---- a session ------------------------------------------------------------ */
+
+struct device {
+	int in_use;
+	int fd;				/* the helper's own fd, opened before attach */
+	struct lfd_device ident;	/* what the client was told */
+	dev_t rdev;
+	int granted;			/* node chowned to the caller */
+	uid_t node_uid;			/* node owner/mode to restore */
+	gid_t node_gid;
+	mode_t node_mode;
+	int user_slot;
+	int global_slot;
+};
+
+struct session {
+	int sock;
+	int mode;			/* enum lfd_mode */
+	struct caller caller;
+	struct policy policy;
+	int ctl_fd;			/* /dev/loop-control */
+	int quota_fd;
+	const char *refusal;		/* set: answer every request with this */
+	enum lfd_reason refusal_reason;
+	int hello_done;
+	uint32_t next_id;
+	struct device dev[LFD_MAX_DEVICES];
+	unsigned char user_slots[POLICY_MAX_PER_USER / 8];	/* bitsets of held slots */
+	unsigned char global_slots[POLICY_MAX_TOTAL / 8];
+};
+
+/* serve.c */
+void serve(struct session *s);
+void session_end(struct session *s);
+
+/* loopdev.c */
+int loop_attach(struct session *s, int backing_fd,
+		const struct lfd_attach_req *req, struct device *d,
+		int *client_fd, struct lfd_msg *err);
+int loop_release(struct session *s, struct device *d, uint32_t timeout_ms,
+		 uint32_t *waited_ms, struct lfd_msg *err);
+
+/* log.c: one line to stderr, prefixed "loopfd-helper[pid]: " */
+void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

@@ -1,0 +1,586 @@
+/*
+ * Attaching and releasing loop devices: the kernel work, and the reason the
+ * project exists.  ../shared/KERNEL-NOTES.md has the measured facts each
+ * step relies on; the comments name them.
+ */
+#include "helper.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <linux/loop.h>
+#include <linux/magic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/vfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LOOP_MAJOR_NR		7
+#define LOOP_CTL_MAJOR		10
+#define LOOP_CTL_MINOR		237
+#define ATTACH_TRIES		32	/* GET_FREE reserves nothing: collide, retry */
+#define RELEASE_POLL_MS		20
+
+#ifndef BLKGETDISKSEQ
+#define BLKGETDISKSEQ		_IOR(0x12, 128, __u64)
+#endif
+
+/* ---- backing-fd validation ------------------------------------------------ */
+
+/* Filesystems whose "regular files" are kernel interfaces, not storage. */
+static int pseudo_fs(unsigned long type)
+{
+	static const unsigned long magic[] = {
+		PROC_SUPER_MAGIC, SYSFS_MAGIC, DEBUGFS_MAGIC, TRACEFS_MAGIC,
+		SECURITYFS_MAGIC, CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC,
+		BPF_FS_MAGIC, 0x62656570 /* configfs */, EFIVARFS_MAGIC,
+		PSTOREFS_MAGIC, SELINUX_MAGIC, SMACK_MAGIC, DEVPTS_SUPER_MAGIC,
+		0x65735543 /* fusectl */, NSFS_MAGIC, PIPEFS_MAGIC, SOCKFS_MAGIC,
+		ANON_INODE_FS_MAGIC,
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(magic) / sizeof(magic[0]); i++)
+		if (type == magic[i])
+			return 1;
+	return 0;
+}
+
+static int refuse(struct lfd_msg *err, enum lfd_reason r, int e,
+		  const char *text)
+{
+	lfd_make_error(err, 0, e, r, "%s", text);
+	return -1;
+}
+
+/* The kind of object behind the fd: regular file, or a block device the
+ * policy allows; never a loop device or the loop-control node (a loop
+ * device backed by itself or by the caller's other device is a way to
+ * deadlock or confuse the helper's identity checks). */
+static int check_backing_kind(const struct session *s, const struct stat *st,
+			      struct lfd_msg *err)
+{
+	if (S_ISBLK(st->st_mode) && major(st->st_rdev) == LOOP_MAJOR_NR)
+		return refuse(err, LFD_R_BACKING_LOOP, 0, "backing fd is a loop device");
+	if (S_ISCHR(st->st_mode) && major(st->st_rdev) == LOOP_CTL_MAJOR &&
+	    minor(st->st_rdev) == LOOP_CTL_MINOR)
+		return refuse(err, LFD_R_BACKING_LOOP, 0, "backing fd is /dev/loop-control");
+	if (S_ISBLK(st->st_mode) && s->policy.allow_block_devices)
+		return 0;
+	if (S_ISBLK(st->st_mode))
+		return refuse(err, LFD_R_BACKING_KIND, 0, "block devices as backing are not allowed by the policy");
+	if (!S_ISREG(st->st_mode)) {
+		lfd_make_error(err, 0, 0, LFD_R_BACKING_KIND,
+			       "backing fd is a %s, not a regular file",
+			       S_ISDIR(st->st_mode) ? "directory" :
+			       S_ISSOCK(st->st_mode) ? "socket" :
+			       S_ISFIFO(st->st_mode) ? "pipe" :
+			       S_ISCHR(st->st_mode) ? "character device" :
+			       "special file");
+		return -1;
+	}
+	return 0;
+}
+
+/* How the caller opened the file.  The helper never reopens it by path: the
+ * fd is the caller's proof of access, and its mode is the access granted. */
+static int check_backing_access(int fd, int *read_only, struct lfd_msg *err)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl < 0)
+		return refuse(err, LFD_R_BACKING_ACCESS, errno, "backing fd unusable");
+	if (fl & O_PATH)
+		return refuse(err, LFD_R_BACKING_ACCESS, 0, "backing fd is O_PATH: open the image for reading");
+	if ((fl & O_ACCMODE) == O_WRONLY)
+		return refuse(err, LFD_R_BACKING_ACCESS, 0, "backing fd is write-only: open it O_RDWR or O_RDONLY");
+	if (fl & O_APPEND)
+		return refuse(err, LFD_R_BACKING_ACCESS, 0, "backing fd is O_APPEND");
+	/* A read-only fd forces a read-only device (the kernel does the same
+	 * for LOOP_CONFIGURE; say so in the reply rather than surprise). */
+	*read_only = (fl & O_ACCMODE) == O_RDONLY;
+	return 0;
+}
+
+static int check_geometry(const struct lfd_attach_req *req, const struct stat *st,
+			  uint64_t size, struct lfd_msg *err)
+{
+	uint32_t ss = req->sector_size;
+	uint64_t align = ss ? ss : 512;
+
+	if (ss != 0 && (ss < 512 || ss > 65536 || (ss & (ss - 1)) != 0))
+		return refuse(err, LFD_R_BAD_OPTION, 0, "sector size must be "
+			      "a power of two from 512 to 65536");
+	if (req->offset % align != 0 || req->sizelimit % align != 0)
+		return refuse(err, LFD_R_BAD_OPTION, 0, "offset and sizelimit "
+			      "must be multiples of the sector size");
+	if (!S_ISREG(st->st_mode))
+		return 0;	/* block device: the kernel checks against its size */
+	if (req->offset >= size)
+		return refuse(err, LFD_R_BAD_OPTION, 0, "offset is at or beyond the end of the backing file");
+	if (req->sizelimit > size - req->offset)
+		return refuse(err, LFD_R_BAD_OPTION, 0, "offset + sizelimit is beyond the end of the backing file");
+	return 0;
+}
+
+static int check_backing(const struct session *s, int fd,
+			 const struct lfd_attach_req *req, int *read_only,
+			 struct stat *st, struct lfd_msg *err)
+{
+	struct statfs sfs;
+
+	if (check_backing_access(fd, read_only, err) < 0)
+		return -1;
+	if (fstat(fd, st) < 0)
+		return refuse(err, LFD_R_BACKING_ACCESS, errno, "cannot stat backing fd");
+	if (check_backing_kind(s, st, err) < 0)
+		return -1;
+	if (fstatfs(fd, &sfs) < 0)
+		return refuse(err, LFD_R_BACKING_ACCESS, errno, "cannot statfs backing fd");
+	if (pseudo_fs((unsigned long)sfs.f_type))
+		return refuse(err, LFD_R_BACKING_FS, 0, "backing file is on "
+			      "a kernel pseudo filesystem (proc, sysfs, ...)");
+	return check_geometry(req, st, (uint64_t)st->st_size, err);
+}
+
+/* ---- finding and binding a device ------------------------------------------ */
+
+static int open_loop_node(uint32_t index, int read_only)
+{
+	char path[32];
+
+	snprintf(path, sizeof(path), "/dev/loop%u", index);
+	return open(path, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC |
+		    O_NOFOLLOW | O_NOCTTY);
+}
+
+/* The node must be the loop device it claims to be and reachable by root
+ * only.  A node still owned by a user is left over from a grant whose
+ * helper died: give it back before anyone else's data goes through it. */
+static int check_node(const struct session *s, int fd, uint32_t index,
+		      struct stat *st, struct lfd_msg *err)
+{
+	if (fstat(fd, st) < 0)
+		return refuse(err, LFD_R_KERNEL, errno, "cannot stat loop node");
+	if (!S_ISBLK(st->st_mode) || major(st->st_rdev) != LOOP_MAJOR_NR) {
+		lfd_make_error(err, 0, ENODEV, LFD_R_NO_DEVICE,
+			       "/dev/loop%u is not a loop block device", index);
+		return -1;
+	}
+	if (st->st_uid != 0 && fchown(fd, 0, (gid_t)-1) < 0) {
+		lfd_make_error(err, 0, errno, LFD_R_NO_DEVICE,
+			       "/dev/loop%u is owned by uid %u (left by a grant?) "
+			       "and cannot be given back to root: %s", index,
+			       (unsigned)st->st_uid, strerror(errno));
+		return -1;
+	}
+	if ((st->st_mode & (S_IROTH | S_IWOTH)) &&
+	    fchmod(fd, st->st_mode & 0770) < 0) {
+		lfd_make_error(err, 0, errno, LFD_R_NO_DEVICE,
+			       "/dev/loop%u is world-accessible and its mode "
+			       "cannot be reset: %s", index, strerror(errno));
+		return -1;
+	}
+	st->st_uid = 0;
+	st->st_mode &= ~(mode_t)(S_IROTH | S_IWOTH);
+	(void)s;
+	return 0;
+}
+
+static uint32_t kernel_flags(uint32_t flags)
+{
+	uint32_t k = LO_FLAGS_AUTOCLEAR;	/* a dead helper cannot leak it */
+
+	if (flags & LFD_ATTACH_READ_ONLY)
+		k |= LO_FLAGS_READ_ONLY;
+	if (flags & LFD_ATTACH_PARTSCAN)
+		k |= LO_FLAGS_PARTSCAN;
+	if (flags & LFD_ATTACH_DIRECT_IO)
+		k |= LO_FLAGS_DIRECT_IO;
+	return k;
+}
+
+/* LOOP_CONFIGURE (5.8+) binds atomically; before it, SET_FD + SET_STATUS64. */
+static int bind_device(int devfd, int backing_fd, const struct lfd_attach_req *req,
+		       uint32_t flags)
+{
+	struct loop_config cfg;
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.fd = (uint32_t)backing_fd;
+	cfg.block_size = req->sector_size;
+	cfg.info.lo_offset = req->offset;
+	cfg.info.lo_sizelimit = req->sizelimit;
+	cfg.info.lo_flags = kernel_flags(flags);
+	snprintf((char *)cfg.info.lo_file_name, LO_NAME_SIZE, "loopfd");
+	if (ioctl(devfd, LOOP_CONFIGURE, &cfg) == 0)
+		return 0;
+	if (errno != ENOTTY && errno != EOPNOTSUPP)
+		return -1;
+	if (ioctl(devfd, LOOP_SET_FD, (unsigned long)backing_fd) < 0)
+		return -1;
+	if (ioctl(devfd, LOOP_SET_STATUS64, &cfg.info) < 0) {
+		int e = errno;
+
+		ioctl(devfd, LOOP_CLR_FD, 0);
+		errno = e;
+		return -1;
+	}
+	return 0;
+}
+
+/* Read back what the kernel made of the attachment, through the held fd. */
+static int read_identity(struct device *d, const struct stat *backing,
+			 struct lfd_msg *err)
+{
+	struct loop_info64 info;
+	uint64_t seq = 0, size = 0;
+
+	if (ioctl(d->fd, LOOP_GET_STATUS64, &info) < 0 ||
+	    ioctl(d->fd, BLKGETDISKSEQ, &seq) < 0 ||
+	    ioctl(d->fd, BLKGETSIZE64, &size) < 0)
+		return refuse(err, LFD_R_KERNEL, errno, "cannot read back the new attachment");
+	if (info.lo_device != (uint64_t)backing->st_dev ||
+	    info.lo_inode != (uint64_t)backing->st_ino) {
+		lfd_make_error(err, 0, ESTALE, LFD_R_DEVICE_CHANGED,
+			       "/dev/loop%u changed while it was being attached",
+			       d->ident.index);
+		return -1;
+	}
+	d->ident.diskseq = seq;
+	d->ident.size = size;
+	d->ident.offset = info.lo_offset;
+	d->ident.sizelimit = info.lo_sizelimit;
+	d->ident.backing_dev = info.lo_device;
+	d->ident.backing_ino = info.lo_inode;
+	d->ident.flags = LFD_ATTACH_AUTOCLEAR;
+	if (info.lo_flags & LO_FLAGS_READ_ONLY)
+		d->ident.flags |= LFD_ATTACH_READ_ONLY;
+	if (info.lo_flags & LO_FLAGS_PARTSCAN)
+		d->ident.flags |= LFD_ATTACH_PARTSCAN;
+	if (info.lo_flags & LO_FLAGS_DIRECT_IO)
+		d->ident.flags |= LFD_ATTACH_DIRECT_IO;
+	return 0;
+}
+
+/*
+ * Get a free device and bind it, keeping our fd (opened before the bind, so
+ * before the client can write) in d->fd.  LOOP_CTL_GET_FREE reserves
+ * nothing: another attacher may bind the same device first, and
+ * LOOP_CONFIGURE then fails with EBUSY; take a fresh one, a bounded number
+ * of times.
+ */
+static int bind_free_device(struct session *s, int backing_fd,
+			    const struct lfd_attach_req *req, uint32_t flags,
+			    struct device *d, struct lfd_msg *err)
+{
+	struct stat st;
+	int tries, n, fd, ro = (flags & LFD_ATTACH_READ_ONLY) != 0;
+
+	for (tries = 0; tries < ATTACH_TRIES; tries++) {
+		n = ioctl(s->ctl_fd, LOOP_CTL_GET_FREE);
+		if (n < 0)
+			return refuse(err, LFD_R_NO_DEVICE, errno, "no free loop device (LOOP_CTL_GET_FREE)");
+		fd = open_loop_node((uint32_t)n, ro);
+		if (fd < 0 && (errno == ENOENT || errno == ENXIO))
+			continue;	/* removed under us */
+		if (fd < 0) {
+			lfd_make_error(err, 0, errno, LFD_R_KERNEL,
+				       "cannot open /dev/loop%d: %s", n, strerror(errno));
+			return -1;
+		}
+		if (check_node(s, fd, (uint32_t)n, &st, err) < 0) {
+			close(fd);
+			return -1;
+		}
+		if (bind_device(fd, backing_fd, req, flags) == 0) {
+			d->fd = fd;
+			d->rdev = st.st_rdev;
+			d->node_uid = st.st_uid;
+			d->node_gid = st.st_gid;
+			d->node_mode = st.st_mode & 07777;
+			d->ident.index = (uint32_t)n;
+			d->ident.major = major(st.st_rdev);
+			d->ident.minor = minor(st.st_rdev);
+			d->ident.sector_size = req->sector_size ? req->sector_size : 512;
+			return 0;
+		}
+		close(fd);
+		if (errno != EBUSY && errno != EAGAIN) {
+			lfd_make_error(err, 0, errno, errno == EINVAL ?
+				       LFD_R_BAD_OPTION : LFD_R_KERNEL,
+				       "LOOP_CONFIGURE on /dev/loop%d failed: %s",
+				       n, strerror(errno));
+			return -1;
+		}
+	}
+	return refuse(err, LFD_R_NO_DEVICE, EBUSY, "no free loop device "
+		      "after repeated collisions with other attachers");
+}
+
+/* The client's fd: a separate open file description of the same device,
+ * so that nothing the client does to its fd (flock, close, fcntl) touches
+ * the one the helper flushes through.  Opened by path, then proven to be
+ * the same device by its device number. */
+static int open_client_fd(const struct device *d, struct lfd_msg *err)
+{
+	struct stat st;
+	int fd = open_loop_node(d->ident.index,
+				(d->ident.flags & LFD_ATTACH_READ_ONLY) != 0);
+
+	if (fd < 0)
+		return refuse(err, LFD_R_KERNEL, errno, "cannot open the device for the client");
+	if (fstat(fd, &st) < 0 || !S_ISBLK(st.st_mode) || st.st_rdev != d->rdev) {
+		close(fd);
+		return refuse(err, LFD_R_DEVICE_CHANGED, ESTALE, "device node changed while attaching");
+	}
+	return fd;
+}
+
+/* --grant: the node belongs to the caller for the attachment's life, so
+ * that path-based tools (mkfs on /dev/fd/3) can reopen it. */
+static int grant_node(const struct session *s, struct device *d,
+		      struct lfd_msg *err)
+{
+	if (fchown(d->fd, s->caller.uid, (gid_t)-1) < 0)
+		return refuse(err, LFD_R_KERNEL, errno, "cannot give the device node to the caller");
+	d->granted = 1;
+	return 0;
+}
+
+/* Give the node back to root with its original mode.  Done before every
+ * flush and clear, so the caller cannot open the node again in between. */
+static int restore_node(struct device *d)
+{
+	if (!d->granted)
+		return 0;
+	if (fchown(d->fd, d->node_uid, d->node_gid) < 0 ||
+	    fchmod(d->fd, d->node_mode) < 0) {
+		logmsg("/dev/loop%u: cannot give the node back to root: %s",
+		       d->ident.index, strerror(errno));
+		return -1;
+	}
+	d->granted = 0;
+	return 0;
+}
+
+int loop_attach(struct session *s, int backing_fd,
+		const struct lfd_attach_req *req, struct device *d,
+		int *client_fd, struct lfd_msg *err)
+{
+	struct stat backing;
+	uint32_t flags = req->flags;
+	int ro = 0;
+
+	if (check_backing(s, backing_fd, req, &ro, &backing, err) < 0)
+		return -1;
+	if (ro)
+		flags |= LFD_ATTACH_READ_ONLY;
+	if (bind_free_device(s, backing_fd, req, flags, d, err) < 0)
+		return -1;
+	if (read_identity(d, &backing, err) < 0)
+		goto undo;
+	if ((flags & LFD_ATTACH_GRANT) && grant_node(s, d, err) < 0)
+		goto undo;
+	if (d->granted)
+		d->ident.flags |= LFD_ATTACH_GRANT;
+	*client_fd = open_client_fd(d, err);
+	if (*client_fd < 0)
+		goto undo;
+	return 0;
+undo:
+	/* Nobody but us has this device yet: no data to flush. */
+	restore_node(d);
+	ioctl(d->fd, LOOP_CLR_FD, 0);
+	close(d->fd);
+	d->fd = -1;
+	return -1;
+}
+
+/* ---- release ---------------------------------------------------------------- */
+
+/*
+ * Is the device behind our fd still the attachment we made?  The client
+ * holds a writable fd and can LOOP_CLR_FD or re-point its device, after
+ * which someone else may bind it; acting then would flush or clear another
+ * user's device.  The disk sequence number changes on every bind; the
+ * backing dev/inode catch LOOP_CHANGE_FD.
+ */
+static int verify_same(const struct device *d, struct lfd_msg *err)
+{
+	struct loop_info64 info;
+	uint64_t seq = 0;
+
+	if (ioctl(d->fd, LOOP_GET_STATUS64, &info) < 0) {
+		lfd_make_error(err, 0, ESTALE, LFD_R_DEVICE_CHANGED,
+			       "/dev/loop%u was detached by someone else "
+			       "(LOOP_GET_STATUS64: %s); data written before "
+			       "that is not known to be in the image",
+			       d->ident.index, strerror(errno));
+		return -1;
+	}
+	if (ioctl(d->fd, BLKGETDISKSEQ, &seq) < 0 || seq != d->ident.diskseq ||
+	    info.lo_device != d->ident.backing_dev ||
+	    info.lo_inode != d->ident.backing_ino) {
+		lfd_make_error(err, 0, ESTALE, LFD_R_DEVICE_CHANGED,
+			       "/dev/loop%u is no longer the attachment loopfd "
+			       "made (re-bound or re-pointed); left untouched",
+			       d->ident.index);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Flush, then clear.  fsync first, on the fd opened before the client
+ * wrote: its error is the only reliable news of lost writeback (each open
+ * file description sees an error once; BLKFLSBUF's result proves nothing).
+ * BLKFLSBUF then empties the cache, so that LOOP_CLR_FD by the sole opener,
+ * which puts the device in rundown where every write fails, finds nothing
+ * left to write.
+ */
+static int flush_device(const struct device *d, struct lfd_msg *err)
+{
+	if (fsync(d->fd) < 0) {
+		lfd_make_error(err, 0, EIO, LFD_R_DATA_LOST,
+			       "/dev/loop%u: writeback to the image failed (%s): "
+			       "data written through the device is NOT all in "
+			       "the image", d->ident.index, strerror(errno));
+		return -1;
+	}
+	if (ioctl(d->fd, BLKFLSBUF, 0) < 0)
+		logmsg("/dev/loop%u: BLKFLSBUF: %s", d->ident.index, strerror(errno));
+	return 0;
+}
+
+enum clear_state { CLEAR_DONE, CLEAR_PENDING, CLEAR_FAILED };
+
+/*
+ * LOOP_CLR_FD, then find out what it did (6.18): as sole opener the device
+ * enters rundown and LOOP_GET_STATUS64 fails with ENXIO; with other openers
+ * it only sets AUTOCLEAR and the device stays bound until they close.
+ */
+static enum clear_state clear_device(const struct device *d, struct lfd_msg *err)
+{
+	struct loop_info64 info;
+
+	if (ioctl(d->fd, LOOP_CLR_FD, 0) < 0 && errno != ENXIO) {
+		lfd_make_error(err, 0, errno, LFD_R_KERNEL,
+			       "/dev/loop%u: LOOP_CLR_FD: %s", d->ident.index,
+			       strerror(errno));
+		return CLEAR_FAILED;
+	}
+	if (ioctl(d->fd, LOOP_GET_STATUS64, &info) == 0)
+		return CLEAR_PENDING;
+	if (errno != ENXIO) {
+		lfd_make_error(err, 0, errno, LFD_R_KERNEL,
+			       "/dev/loop%u: state after LOOP_CLR_FD unknown: %s",
+			       d->ident.index, strerror(errno));
+		return CLEAR_FAILED;
+	}
+	return CLEAR_DONE;
+}
+
+/*
+ * In rundown, every write fails.  Anything dirtied between our flush and
+ * the clear (an opener that wrote and closed in that window) is lost;
+ * sync_file_range writes back without a device flush, so it returns 0 when
+ * nothing was dirty and EIO when pages were lost (measured on 6.18; fsync
+ * is useless here, its flush request always fails in rundown).
+ */
+static int check_nothing_lost(const struct device *d, struct lfd_msg *err)
+{
+	if (sync_file_range(d->fd, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE |
+			    SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) == 0)
+		return 0;
+	lfd_make_error(err, 0, EIO, LFD_R_DATA_LOST,
+		       "/dev/loop%u: data written just before the clear could "
+		       "not reach the image (%s)", d->ident.index, strerror(errno));
+	return -1;
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = { .tv_sec = 0, .tv_nsec = (long)ms * 1000000L };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/* Flush and clear until the device detaches or the timeout passes.  While
+ * others hold it, each round flushes what they wrote meanwhile, so that
+ * the round in which we turn out to be the sole opener clears a clean
+ * device.  A failed fsync in any round is sticky: *lost, text in lost_err. */
+static enum clear_state flush_and_clear(const struct device *d, uint32_t timeout_ms,
+					uint32_t *waited_ms, int *lost,
+					struct lfd_msg *lost_err,
+					struct lfd_msg *clear_err)
+{
+	uint64_t start = now_ms();
+	enum clear_state st;
+
+	for (;;) {
+		if (flush_device(d, lost_err) < 0)
+			*lost = 1;
+		st = clear_device(d, clear_err);
+		*waited_ms = (uint32_t)(now_ms() - start);
+		if (st != CLEAR_PENDING || *waited_ms >= timeout_ms)
+			return st;
+		sleep_ms(RELEASE_POLL_MS);
+	}
+}
+
+static void busy_error(const struct device *d, uint32_t waited_ms,
+		       struct lfd_msg *err)
+{
+	lfd_make_error(err, 0, EBUSY, LFD_R_BUSY,
+		       "busy: /dev/loop%u is still open elsewhere after %u ms, "
+		       "will detach when closed (data written so far is flushed)",
+		       d->ident.index, waited_ms);
+}
+
+int loop_release(struct session *s, struct device *d, uint32_t timeout_ms,
+		 uint32_t *waited_ms, struct lfd_msg *err)
+{
+	struct lfd_msg lost_err, clear_err;
+	enum clear_state st;
+	int lost = 0, rc = -1;
+
+	(void)s;
+	*waited_ms = 0;
+	if (verify_same(d, err) < 0) {
+		restore_node(d);	/* never leave a user owning another binding */
+		goto out;
+	}
+	restore_node(d);
+	st = flush_and_clear(d, timeout_ms, waited_ms, &lost, &lost_err, &clear_err);
+	if (st == CLEAR_DONE && !lost && check_nothing_lost(d, &lost_err) < 0)
+		lost = 1;
+	if (lost)
+		*err = lost_err;	/* the worst news wins */
+	else if (st == CLEAR_FAILED)
+		*err = clear_err;
+	else if (st == CLEAR_PENDING)
+		busy_error(d, *waited_ms, err);
+	else
+		rc = 0;
+out:
+	/* Closing our fd: after rundown it completes the detach; while others
+	 * still hold the device, AUTOCLEAR detaches it at their last close,
+	 * which syncs while still bound (data-safe). */
+	close(d->fd);
+	d->fd = -1;
+	return rc;
+}

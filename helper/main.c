@@ -1,0 +1,415 @@
+/*
+ * loopfd-helper: attach loop devices to backing-file fds for unprivileged
+ * callers, and flush and clear them safely on release.
+ *
+ * Read this file top to bottom: it is the order in which privilege is
+ * narrowed.  Nothing from the caller (argv, environment, fds, limits,
+ * signals) is trusted before the hygiene steps; nothing from the client's
+ * socket is read before the capability set is {CAP_SYS_ADMIN} (plus
+ * CAP_CHOWN when --grant is allowed), Landlock confines files to /dev, and
+ * the seccomp allowlist is loaded.
+ *
+ * Ways in, one serving path (serve.c):
+ *   loopfd-helper --fd N          setuid root, spawned by libloopfd with one
+ *                                 end of a socketpair on fd N
+ *   loopfd-helper --listen PATH   root daemon, one process per connection
+ *   loopfd-helper --systemd       socket activation (LISTEN_FDS=1)
+ */
+#include "helper.h"
+#include "paths.h"
+#include "sandbox.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MAX_CONNECTIONS	128	/* daemon: concurrent session processes */
+#define SEND_TIMEOUT_S	10	/* a client that stops reading ends its session */
+
+enum run_mode { RUN_SESSION, RUN_LISTEN, RUN_SYSTEMD };
+
+struct options {
+	enum run_mode mode;
+	int fd;			/* RUN_SESSION */
+	const char *path;	/* RUN_LISTEN */
+};
+
+static const char usage_text[] =
+"usage: loopfd-helper --fd N          (spawned by libloopfd; setuid root)\n"
+"       loopfd-helper --listen PATH   (root daemon on a Unix socket)\n"
+"       loopfd-helper --systemd       (systemd socket activation)\n"
+"       loopfd-helper --help | --version\n"
+"\n"
+"The privileged half of loopfd: attaches loop devices to backing-file fds\n"
+"sent by unprivileged clients, and flushes and clears them on release.\n"
+"Users run 'loopfd', not this program.  Policy: " LOOPFD_CONFIG_PATH "\n";
+
+static void die(const char *step, int err) __attribute__((noreturn));
+static void die(const char *step, int err)
+{
+	logmsg("%s: %s", step, strerror(err));
+	_exit(1);
+}
+
+static int parse_fd(const char *s)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || *end || end == s || v < 3 || v > 1023)
+		return -1;
+	return (int)v;
+}
+
+/*
+ * argv from a setuid caller is hostile: argc may be 0 (CVE-2021-4034's
+ * shape: argv[0] NULL and argv[1] the environment).  Only exact argument
+ * counts are accepted, and argv is never written.  A non-root invoker may
+ * only ask for a session on an inherited socket: --listen would let it
+ * create root-owned sockets anywhere.
+ */
+static void parse_args(int argc, char **argv, int invoker_is_root,
+		       struct options *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->fd = -1;
+	if (argc == 2 && strcmp(argv[1], "--help") == 0) {
+		fputs(usage_text, stdout);
+		exit(0);
+	}
+	if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+		puts("loopfd-helper " LOOPFD_VERSION);
+		exit(0);
+	}
+	if (argc == 3 && strcmp(argv[1], "--fd") == 0 &&
+	    (o->fd = parse_fd(argv[2])) >= 0) {
+		o->mode = RUN_SESSION;
+		return;
+	}
+	if (invoker_is_root && argc == 3 && strcmp(argv[1], "--listen") == 0 &&
+	    argv[2][0] == '/') {
+		o->mode = RUN_LISTEN;
+		o->path = argv[2];
+		return;
+	}
+	if (invoker_is_root && argc == 2 && strcmp(argv[1], "--systemd") == 0) {
+		o->mode = RUN_SYSTEMD;
+		o->fd = 3;
+		return;
+	}
+	if (argc >= 1 && !invoker_is_root)
+		fputs("loopfd-helper: only '--fd N' is accepted from a non-root "
+		      "invoker; run 'loopfd' instead\n", stderr);
+	else
+		fputs(usage_text, stderr);
+	exit(2);
+}
+
+/* systemd passes LISTEN_PID/LISTEN_FDS; honoured only for a root invoker
+ * (a setuid caller controls the environment) and read before it is wiped. */
+static void check_socket_activation(const struct options *o)
+{
+	const char *pid = getenv("LISTEN_PID"), *n = getenv("LISTEN_FDS");
+
+	if (o->mode != RUN_SYSTEMD)
+		return;
+	if (!pid || !n || strtol(pid, NULL, 10) != (long)getpid() ||
+	    strcmp(n, "1") != 0) {
+		logmsg("--systemd: expected LISTEN_PID=%d and LISTEN_FDS=1",
+		       (int)getpid());
+		exit(1);
+	}
+}
+
+/* The caller as the process sees it: real ids, inherited groups. */
+static void record_invoker(struct caller *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->uid = getuid();
+	c->gid = getgid();
+	c->pid = getppid();
+	c->ngroups = getgroups(CALLER_MAX_GROUPS, c->groups);
+	if (c->ngroups < 0)
+		c->ngroups = 0;
+}
+
+/* The caller as the kernel vouches for it on a socket. */
+static int record_peer(int sock, struct caller *c)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	memset(c, 0, sizeof(*c));
+	if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return -1;
+	c->uid = cred.uid;
+	c->gid = cred.gid;
+	c->pid = cred.pid;
+	len = sizeof(c->groups);
+	if (getsockopt(sock, SOL_SOCKET, SO_PEERGROUPS, c->groups, &len) == 0)
+		c->ngroups = (int)(len / sizeof(gid_t));
+	return 0;
+}
+
+static int is_seqpacket(int fd)
+{
+	int type = 0;
+	socklen_t len = sizeof(type);
+
+	return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 &&
+	       type == SOCK_SEQPACKET;
+}
+
+static int is_listening(int fd)
+{
+	int on = 0;
+	socklen_t len = sizeof(on);
+
+	return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) == 0 && on;
+}
+
+/* Whatever fails now is reported to the client in place of service. */
+static void refuse_service(struct session *s, enum lfd_reason r, const char *why)
+{
+	static char text[LFD_MSG_TEXT];
+
+	snprintf(text, sizeof(text), "%s", why);
+	s->refusal = text;
+	s->refusal_reason = r;
+	logmsg("refusing uid %u: %s", (unsigned)s->caller.uid, why);
+}
+
+/*
+ * Everything a session needs from the filesystem, opened while it may
+ * still be opened: the policy, the slot file, /dev/loop-control.
+ */
+static void open_session_files(struct session *s)
+{
+	char err[512];
+
+	s->ctl_fd = s->quota_fd = -1;
+	if (config_load(LOOPFD_CONFIG_PATH, &s->policy, err, sizeof(err)) < 0) {
+		policy_defaults(&s->policy);
+		s->policy.allow_grant = 0;
+		refuse_service(s, LFD_R_CONFIG, err);
+		return;
+	}
+	if (!policy_allows(&s->policy, &s->caller)) {
+		snprintf(err, sizeof(err), "uid %u is not allowed to use loopfd "
+			 "by %s", (unsigned)s->caller.uid, LOOPFD_CONFIG_PATH);
+		refuse_service(s, LFD_R_NOT_AUTHORIZED, err);
+		return;
+	}
+	s->quota_fd = quota_open(LOOPFD_RUNDIR, err, sizeof(err));
+	if (s->quota_fd < 0) {
+		refuse_service(s, LFD_R_CONFIG, err);
+		return;
+	}
+	s->ctl_fd = open("/dev/loop-control", O_RDWR | O_CLOEXEC | O_NOCTTY);
+	if (s->ctl_fd < 0) {
+		snprintf(err, sizeof(err), "/dev/loop-control: %s", strerror(errno));
+		refuse_service(s, LFD_R_NO_DEVICE, err);
+	}
+}
+
+/*
+ * One session, from a connected socket to exit.  Privilege is narrowed
+ * here, in this order, before the first byte from the client is read.
+ */
+static void run_session(struct session *s) __attribute__((noreturn));
+static void run_session(struct session *s)
+{
+	struct timeval tv = { .tv_sec = SEND_TIMEOUT_S };
+	int rc;
+
+	/* 1. A client that never reads must not block us forever. */
+	setsockopt(s->sock, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+
+	/* 2. Policy, slot file and loop-control, while files can be opened. */
+	open_session_files(s);
+
+	/* 3. Capabilities: {CAP_SYS_ADMIN} (BLKFLSBUF), plus CAP_CHOWN only if
+	 *    the policy allows --grant; bounding set empty, securebits locked,
+	 *    no_new_privs. */
+	if (sb_narrow_caps(s->policy.allow_grant) < 0)
+		die("narrowing capabilities", errno);
+
+	/* 4. Landlock: files only beneath /dev from here on. */
+	rc = sb_landlock_dev_only();
+	if (rc < 0)
+		die("Landlock", errno);
+	if (rc > 0)
+		logmsg("Landlock not available in this kernel; seccomp only");
+
+	/* 5. seccomp stage 1: the serving loop's syscalls and ioctls only. */
+	if (sb_seccomp_serve() < 0)
+		die("seccomp (serve)", errno);
+
+	/* 6. Serve until the client hangs up, crashes or is killed. */
+	serve(s);
+
+	/* 7. seccomp stage 2: only flush, clear, close, log and exit remain. */
+	if (sb_seccomp_teardown() < 0)
+		die("seccomp (teardown)", errno);
+	session_end(s);
+	_exit(0);
+}
+
+static int make_listen_socket(const char *path)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	struct stat st;
+	int fd;
+
+	if (strlen(path) >= sizeof(addr.sun_path))
+		die("--listen: path too long", ENAMETOOLONG);
+	memcpy(addr.sun_path, path, strlen(path) + 1);
+	/* Replace a stale socket from an earlier run, nothing else. */
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			logmsg("--listen %s: exists and is not a socket", path);
+			exit(1);
+		}
+		unlink(path);
+	}
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		die("socket", errno);
+	if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+		logmsg("--listen %s: bind: %s", path, strerror(errno));
+		exit(1);
+	}
+	/* Connectable by all: the policy, not the socket mode, decides who is
+	 * served (SO_PEERCRED identifies every peer). */
+	if (chmod(path, 0666) < 0 || listen(fd, 128) < 0)
+		die("--listen", errno);
+	return fd;
+}
+
+static void reap_children(int *nchildren, int block)
+{
+	while (*nchildren > 0 && waitpid(-1, NULL, block ? 0 : WNOHANG) > 0) {
+		(*nchildren)--;
+		block = 0;
+	}
+}
+
+/* Daemon: accept, fork one session process per connection.  The parent
+ * keeps only what its children need ({CAP_SYS_ADMIN, CAP_CHOWN}); each
+ * child narrows further from its own policy read. */
+static void run_listener(int lfd, int mode) __attribute__((noreturn));
+static void run_listener(int lfd, int mode)
+{
+	struct session s;
+	int conn, nchildren = 0;
+	pid_t pid;
+
+	if (sb_narrow_caps(1) < 0)
+		die("narrowing capabilities", errno);
+	logmsg("serving %s", mode == LFD_MODE_SYSTEMD ? "socket-activated connections"
+	       : "connections");
+	for (;;) {
+		reap_children(&nchildren, nchildren >= MAX_CONNECTIONS);
+		conn = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (conn < 0) {
+			if (errno != EINTR && errno != ECONNABORTED)
+				logmsg("accept: %s", strerror(errno));
+			continue;
+		}
+		pid = fork();
+		if (pid == 0) {
+			close(lfd);
+			memset(&s, 0, sizeof(s));
+			s.sock = conn;
+			s.mode = mode;
+			if (record_peer(conn, &s.caller) < 0)
+				die("SO_PEERCRED", errno);
+			run_session(&s);
+		}
+		if (pid < 0)
+			logmsg("fork: %s", strerror(errno));
+		else
+			nchildren++;
+		close(conn);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	static struct session s;
+	struct caller invoker;
+	struct options o;
+	int keep[1];
+
+	/* 1. fds 0-2 open before anything else can be opened onto them. */
+	if (sb_ensure_stdio() < 0)
+		_exit(127);
+
+	/* 2. Who invoked us, recorded once and kept in variables: from here
+	 *    on privilege state is never re-derived from geteuid(). */
+	record_invoker(&invoker);
+
+	/* 3. Arguments: exact forms only; a non-root invoker gets --fd only. */
+	parse_args(argc, argv, invoker.uid == 0, &o);
+	check_socket_activation(&o);
+
+	/* 4. Hygiene: inherited fds, signals, limits, environment, umask, cwd,
+	 *    dumpability are all the caller's choice until reset here. */
+	keep[0] = o.fd;
+	if (sb_close_fds_except(keep, o.fd >= 0 ? 1 : 0) < 0)
+		die("closing inherited fds", errno);
+	if (sb_reset_signals() < 0)
+		die("resetting signals", errno);
+	if (sb_reset_limits() < 0)
+		die("resetting resource limits", errno);
+	if (sb_reset_environment() < 0)
+		die("resetting the environment", errno);
+	if (sb_reset_process() < 0)
+		die("resetting process state", errno);
+
+	/* 5. Setuid: out of the invoking user's reach (no kill, no SIGSTOP,
+	 *    no ptrace, no terminal signals), so it cannot freeze or kill us
+	 *    between flush and clear. */
+	if (sb_leave_callers_reach() < 0)
+		die("leaving the caller's reach", errno);
+	if (o.mode == RUN_SESSION)
+		setsid();	/* fails harmlessly if already a group leader */
+
+	memset(&s, 0, sizeof(s));
+	switch (o.mode) {
+	case RUN_SESSION:
+		if (!is_seqpacket(o.fd)) {
+			logmsg("--fd %d: not a SOCK_SEQPACKET socket", o.fd);
+			_exit(1);
+		}
+		s.sock = o.fd;
+		s.mode = LFD_MODE_SETUID;
+		s.caller = invoker;
+		run_session(&s);
+	case RUN_LISTEN:
+		run_listener(make_listen_socket(o.path), LFD_MODE_LISTEN);
+	case RUN_SYSTEMD:
+		if (!is_seqpacket(o.fd))
+			die("LISTEN_FDS: fd 3 is not a SOCK_SEQPACKET socket", EINVAL);
+		if (is_listening(o.fd))
+			run_listener(o.fd, LFD_MODE_SYSTEMD);
+		/* Accept=yes: fd 3 is one connection. */
+		s.sock = o.fd;
+		s.mode = LFD_MODE_SYSTEMD;
+		if (record_peer(o.fd, &s.caller) < 0)
+			die("SO_PEERCRED", errno);
+		run_session(&s);
+	}
+	return 1;
+}

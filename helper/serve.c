@@ -1,0 +1,384 @@
+/*
+ * The one serving code path: every mode ends up here with a connected
+ * SOCK_SEQPACKET socket, a recorded caller and a sandboxed process.
+ *
+ * Every message is checked in the same order: transport (truncation,
+ * control messages), format (lfd_decode), fd count for the op, session
+ * state, then the op.  Every fd received is closed before the next message
+ * is read, whatever happened.
+ */
+#include "helper.h"
+#include "paths.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <unistd.h>
+
+struct request {
+	struct lfd_msg msg;
+	int fds[2];
+	int nfds;
+};
+
+static void send_msg(struct session *s, const struct lfd_msg *m, int fd)
+{
+	uint8_t buf[LFD_MAX_MSG];
+	size_t len = lfd_encode(m, buf, sizeof(buf));
+
+	if (len == 0) {
+		logmsg("internal error: cannot encode reply op %u", m->op);
+		return;
+	}
+	/* A client that does not read its replies fills the socket; the send
+	 * timeout set at session start then ends the session (EAGAIN). */
+	if (lfd_send(s->sock, buf, len, fd) < 0 && errno != EPIPE)
+		logmsg("uid %u: cannot send reply: %s", (unsigned)s->caller.uid,
+		       strerror(errno));
+}
+
+static void send_error(struct session *s, uint32_t seq, enum lfd_reason r,
+		       const char *text)
+{
+	struct lfd_msg m;
+
+	lfd_make_error(&m, seq, 0, r, "%s", text);
+	send_msg(s, &m, -1);
+}
+
+static void reply_init(struct lfd_msg *m, const struct lfd_msg *req)
+{
+	memset(m, 0, sizeof(*m));
+	m->version = LFD_VERSION;
+	m->op = req->op | LFD_REPLY;
+	m->seq = req->seq;
+}
+
+static unsigned session_limit(const struct session *s)
+{
+	unsigned lim = s->policy.max_per_user;
+
+	return lim < LFD_MAX_DEVICES ? lim : LFD_MAX_DEVICES;
+}
+
+static uint32_t allowed_features(const struct policy *p)
+{
+	return (p->allow_grant ? LFD_FEAT_GRANT : 0) |
+	       (p->allow_partscan ? LFD_FEAT_PARTSCAN : 0) |
+	       (p->allow_direct_io ? LFD_FEAT_DIRECT_IO : 0);
+}
+
+static void do_hello(struct session *s, const struct lfd_msg *req)
+{
+	const struct lfd_hello_req *h = &req->u.hello_req;
+	struct lfd_msg rep;
+
+	if (h->min_version > LFD_VERSION || h->max_version < LFD_VERSION ||
+	    h->min_version > h->max_version) {
+		send_error(s, req->seq, LFD_R_VERSION,
+			   "this helper speaks protocol version 1 only");
+		return;
+	}
+	reply_init(&rep, req);
+	rep.u.hello_rep.version = LFD_VERSION;
+	rep.u.hello_rep.mode = (uint16_t)s->mode;
+	rep.u.hello_rep.features = allowed_features(&s->policy);
+	rep.u.hello_rep.max_devices = session_limit(s);
+	rep.u.hello_rep.max_timeout_ms = LFD_MAX_TIMEOUT_MS;
+	rep.u.hello_rep.uid = s->caller.uid;
+	rep.u.hello_rep.gid = s->caller.gid;
+	s->hello_done = 1;
+	send_msg(s, &rep, -1);
+}
+
+static struct device *free_device_slot(struct session *s)
+{
+	unsigned i, used = 0;
+
+	for (i = 0; i < LFD_MAX_DEVICES; i++)
+		used += s->dev[i].in_use != 0;
+	if (used >= session_limit(s))
+		return NULL;
+	for (i = 0; i < LFD_MAX_DEVICES; i++)
+		if (!s->dev[i].in_use)
+			return &s->dev[i];
+	return NULL;
+}
+
+static struct device *find_device(struct session *s, uint32_t id)
+{
+	unsigned i;
+
+	for (i = 0; i < LFD_MAX_DEVICES; i++)
+		if (s->dev[i].in_use && s->dev[i].ident.id == id)
+			return &s->dev[i];
+	return NULL;
+}
+
+static const char *forbidden_option(const struct policy *p, uint32_t flags)
+{
+	if ((flags & LFD_ATTACH_GRANT) && !p->allow_grant)
+		return "--grant is not allowed by " LOOPFD_CONFIG_PATH;
+	if ((flags & LFD_ATTACH_PARTSCAN) && !p->allow_partscan)
+		return "partition scanning is not allowed by " LOOPFD_CONFIG_PATH;
+	if ((flags & LFD_ATTACH_DIRECT_IO) && !p->allow_direct_io)
+		return "direct I/O is not allowed by " LOOPFD_CONFIG_PATH;
+	return NULL;
+}
+
+static void set_bit(unsigned char *bits, int i, int on)
+{
+	if (on)
+		bits[i / 8] |= (unsigned char)(1u << (i % 8));
+	else
+		bits[i / 8] &= (unsigned char)~(1u << (i % 8));
+}
+
+/* Per-user and global slots, held for the attachment's life (quota.c). */
+static int take_slots(struct session *s, struct device *d, struct lfd_msg *err)
+{
+	d->user_slot = quota_take(s->quota_fd, quota_user_base(s->caller.uid),
+				  s->policy.max_per_user, s->user_slots);
+	if (d->user_slot < 0) {
+		lfd_make_error(err, 0, 0, LFD_R_QUOTA_USER,
+			       "uid %u already holds %u loop devices, the "
+			       "per-user limit", (unsigned)s->caller.uid,
+			       s->policy.max_per_user);
+		return -1;
+	}
+	d->global_slot = quota_take(s->quota_fd, QUOTA_GLOBAL_BASE,
+				    s->policy.max_total, s->global_slots);
+	if (d->global_slot < 0) {
+		quota_put(s->quota_fd, quota_user_base(s->caller.uid), d->user_slot);
+		lfd_make_error(err, 0, 0, LFD_R_QUOTA_GLOBAL,
+			       "%u loop devices are in use through loopfd, the "
+			       "system-wide limit", s->policy.max_total);
+		return -1;
+	}
+	set_bit(s->user_slots, d->user_slot, 1);
+	set_bit(s->global_slots, d->global_slot, 1);
+	return 0;
+}
+
+static void put_slots(struct session *s, struct device *d)
+{
+	quota_put(s->quota_fd, quota_user_base(s->caller.uid), d->user_slot);
+	quota_put(s->quota_fd, QUOTA_GLOBAL_BASE, d->global_slot);
+	set_bit(s->user_slots, d->user_slot, 0);
+	set_bit(s->global_slots, d->global_slot, 0);
+	d->user_slot = d->global_slot = -1;
+}
+
+static void do_attach(struct session *s, const struct request *r)
+{
+	const struct lfd_attach_req *a = &r->msg.u.attach_req;
+	struct lfd_msg rep;
+	struct device *d;
+	const char *why;
+	int client_fd = -1;
+
+	if (a->flags & ~LFD_ATTACH_REQ_MASK) {
+		send_error(s, r->msg.seq, LFD_R_BAD_OPTION, "unknown attach flags");
+		return;
+	}
+	why = forbidden_option(&s->policy, a->flags);
+	if (why) {
+		send_error(s, r->msg.seq, LFD_R_FORBIDDEN_OPTION, why);
+		return;
+	}
+	d = free_device_slot(s);
+	if (d == NULL) {
+		send_error(s, r->msg.seq, LFD_R_QUOTA_SESSION,
+			   "this session holds as many devices as it may");
+		return;
+	}
+	memset(d, 0, sizeof(*d));
+	d->fd = -1;
+	if (take_slots(s, d, &rep) < 0)
+		goto fail;
+	if (loop_attach(s, r->fds[0], a, d, &client_fd, &rep) < 0) {
+		put_slots(s, d);
+		goto fail;
+	}
+	d->in_use = 1;
+	d->ident.id = ++s->next_id;
+	reply_init(&rep, &r->msg);
+	rep.u.attach_rep = d->ident;
+	send_msg(s, &rep, client_fd);
+	close(client_fd);
+	return;
+fail:
+	rep.seq = r->msg.seq;
+	send_msg(s, &rep, -1);
+}
+
+static int release_one(struct session *s, struct device *d, uint32_t timeout_ms,
+		       uint32_t *waited_ms, struct lfd_msg *err)
+{
+	int rc = loop_release(s, d, timeout_ms, waited_ms, err);
+
+	put_slots(s, d);
+	d->in_use = 0;
+	return rc;
+}
+
+static void do_release(struct session *s, const struct lfd_msg *req)
+{
+	const struct lfd_release_req *rr = &req->u.release_req;
+	struct device *d = find_device(s, rr->id);
+	struct lfd_msg rep;
+	uint32_t waited = 0;
+
+	if (d == NULL) {
+		send_error(s, req->seq, LFD_R_UNKNOWN_DEVICE,
+			   "no device with that id in this session");
+		return;
+	}
+	if (rr->timeout_ms > LFD_MAX_TIMEOUT_MS) {
+		send_error(s, req->seq, LFD_R_BAD_OPTION,
+			   "release timeout above 600000 ms");
+		return;
+	}
+	if (release_one(s, d, rr->timeout_ms, &waited, &rep) < 0) {
+		rep.seq = req->seq;
+		send_msg(s, &rep, -1);
+		return;
+	}
+	reply_init(&rep, req);
+	rep.u.release_rep.id = rr->id;
+	rep.u.release_rep.waited_ms = waited;
+	send_msg(s, &rep, -1);
+}
+
+static void do_list(struct session *s, const struct lfd_msg *req)
+{
+	struct lfd_msg rep;
+	unsigned i;
+
+	reply_init(&rep, req);
+	for (i = 0; i < LFD_MAX_DEVICES; i++)
+		if (s->dev[i].in_use)
+			rep.u.list_rep.dev[rep.u.list_rep.count++] = s->dev[i].ident;
+	send_msg(s, &rep, -1);
+}
+
+/* Transport-level problems, in the order they are reported. */
+static enum lfd_reason transport_problem(int flags)
+{
+	if (flags & LFD_RECV_TRUNC)
+		return LFD_R_MALFORMED;
+	if (flags & (LFD_RECV_OTHER_CMSG | LFD_RECV_MULTI_CMSG))
+		return LFD_R_CONTROL;
+	if (flags & LFD_RECV_CTRUNC)
+		return LFD_R_FD_COUNT;
+	return LFD_R_NONE;
+}
+
+static void dispatch(struct session *s, const struct request *r)
+{
+	if (s->refusal) {
+		send_error(s, r->msg.seq, s->refusal_reason, s->refusal);
+		return;
+	}
+	if (r->nfds != lfd_fds_for_op(r->msg.op)) {
+		send_error(s, r->msg.seq, LFD_R_FD_COUNT, r->msg.op == LFD_OP_ATTACH ?
+			   "attach needs exactly one backing fd" :
+			   "this request takes no file descriptors");
+		return;
+	}
+	if (!s->hello_done && r->msg.op != LFD_OP_HELLO) {
+		send_error(s, r->msg.seq, LFD_R_NO_HELLO, "send hello first");
+		return;
+	}
+	switch (r->msg.op) {
+	case LFD_OP_HELLO:
+		do_hello(s, &r->msg);
+		break;
+	case LFD_OP_ATTACH:
+		do_attach(s, r);
+		break;
+	case LFD_OP_RELEASE:
+		do_release(s, &r->msg);
+		break;
+	case LFD_OP_LIST:
+		do_list(s, &r->msg);
+		break;
+	default:
+		send_error(s, r->msg.seq, LFD_R_UNKNOWN_OP,
+			   "replies are not requests");
+	}
+}
+
+/* recvmsg returns 0 both for end of stream and for a zero-length message;
+ * only a hung-up peer is the end. */
+static int peer_gone(int sock)
+{
+	struct pollfd p = { .fd = sock, .events = POLLIN | POLLRDHUP };
+
+	if (poll(&p, 1, 0) < 0)
+		return 1;
+	return (p.revents & (POLLHUP | POLLRDHUP | POLLERR)) != 0;
+}
+
+static void close_fds(struct request *r)
+{
+	int i;
+
+	for (i = 0; i < r->nfds && i < 2; i++)
+		close(r->fds[i]);
+	r->nfds = 0;
+}
+
+void serve(struct session *s)
+{
+	uint8_t buf[LFD_MAX_MSG];
+	struct request r;
+	enum lfd_reason why;
+	long n;
+	int flags;
+
+	for (;;) {
+		n = lfd_recv(s->sock, buf, sizeof(buf), r.fds, 2, &r.nfds, &flags);
+		if (n < 0) {
+			if (errno != ECONNRESET)
+				logmsg("uid %u: receive failed: %s",
+				       (unsigned)s->caller.uid, strerror(errno));
+			return;
+		}
+		if (n == 0 && r.nfds == 0 && peer_gone(s->sock))
+			return;
+		why = transport_problem(flags);
+		if (why == LFD_R_NONE)
+			why = lfd_decode(buf, (size_t)n, &r.msg);
+		else
+			memset(&r.msg, 0, sizeof(r.msg));
+		if (why != LFD_R_NONE)
+			send_error(s, r.msg.seq, why, lfd_reason_name(why));
+		else
+			dispatch(s, &r);
+		close_fds(&r);
+	}
+}
+
+/* The client is gone (exit, crash, SIGKILL): release what it left, the same
+ * way as a release request, and log each outcome. */
+void session_end(struct session *s)
+{
+	struct lfd_msg err;
+	uint32_t waited;
+	unsigned i;
+
+	for (i = 0; i < LFD_MAX_DEVICES; i++) {
+		struct device *d = &s->dev[i];
+
+		if (!d->in_use)
+			continue;
+		if (release_one(s, d, SESSION_END_TIMEOUT_MS, &waited, &err) == 0)
+			logmsg("uid %u left /dev/loop%u attached: flushed and "
+			       "detached", (unsigned)s->caller.uid, d->ident.index);
+		else
+			logmsg("uid %u left /dev/loop%u attached: %s",
+			       (unsigned)s->caller.uid, d->ident.index,
+			       err.u.error.text);
+	}
+}

@@ -1,0 +1,472 @@
+/*
+ * loopfd wire format: encoding, decoding and the SCM_RIGHTS transport.
+ *
+ * Decoding is the first code that touches bytes from an untrusted peer, so it
+ * is written as plain bounds-checked reads of fixed offsets: no pointer casts
+ * into the buffer, no lengths taken from the message except the one header
+ * field that must equal what actually arrived.
+ */
+#include "loopfd_proto.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+struct cursor {
+	uint8_t *w;		/* encoding */
+	const uint8_t *r;	/* decoding */
+	size_t pos;
+	size_t len;
+	int bad;
+};
+
+static void put16(struct cursor *c, uint16_t v)
+{
+	if (c->pos + 2 > c->len) {
+		c->bad = 1;
+		return;
+	}
+	c->w[c->pos] = (uint8_t)v;
+	c->w[c->pos + 1] = (uint8_t)(v >> 8);
+	c->pos += 2;
+}
+
+static void put32(struct cursor *c, uint32_t v)
+{
+	put16(c, (uint16_t)v);
+	put16(c, (uint16_t)(v >> 16));
+}
+
+static void put64(struct cursor *c, uint64_t v)
+{
+	put32(c, (uint32_t)v);
+	put32(c, (uint32_t)(v >> 32));
+}
+
+static void put_bytes(struct cursor *c, const void *p, size_t n)
+{
+	if (c->pos + n > c->len) {
+		c->bad = 1;
+		return;
+	}
+	memcpy(c->w + c->pos, p, n);
+	c->pos += n;
+}
+
+static uint16_t get16(struct cursor *c)
+{
+	uint16_t v;
+
+	if (c->pos + 2 > c->len) {
+		c->bad = 1;
+		return 0;
+	}
+	v = (uint16_t)(c->r[c->pos] | (c->r[c->pos + 1] << 8));
+	c->pos += 2;
+	return v;
+}
+
+static uint32_t get32(struct cursor *c)
+{
+	uint32_t lo = get16(c);
+
+	return lo | ((uint32_t)get16(c) << 16);
+}
+
+static uint64_t get64(struct cursor *c)
+{
+	uint64_t lo = get32(c);
+
+	return lo | ((uint64_t)get32(c) << 32);
+}
+
+static void get_bytes(struct cursor *c, void *p, size_t n)
+{
+	if (c->pos + n > c->len) {
+		c->bad = 1;
+		return;
+	}
+	memcpy(p, c->r + c->pos, n);
+	c->pos += n;
+}
+
+/* A reserved field that is not zero makes the message malformed. */
+static void get_reserved32(struct cursor *c)
+{
+	if (get32(c) != 0)
+		c->bad = 1;
+}
+
+static void put_device(struct cursor *c, const struct lfd_device *d)
+{
+	put32(c, d->id);
+	put32(c, d->index);
+	put32(c, d->major);
+	put32(c, d->minor);
+	put64(c, d->diskseq);
+	put64(c, d->size);
+	put32(c, d->flags);
+	put32(c, d->sector_size);
+	put64(c, d->offset);
+	put64(c, d->sizelimit);
+	put64(c, d->backing_dev);
+	put64(c, d->backing_ino);
+}
+
+static void get_device(struct cursor *c, struct lfd_device *d)
+{
+	d->id = get32(c);
+	d->index = get32(c);
+	d->major = get32(c);
+	d->minor = get32(c);
+	d->diskseq = get64(c);
+	d->size = get64(c);
+	d->flags = get32(c);
+	d->sector_size = get32(c);
+	d->offset = get64(c);
+	d->sizelimit = get64(c);
+	d->backing_dev = get64(c);
+	d->backing_ino = get64(c);
+}
+
+/* Body size of op, or -1 for an unknown op.  LIST replies are variable. */
+static long body_size(uint16_t op)
+{
+	switch (op) {
+	case LFD_OP_HELLO:			return LFD_HELLO_REQ_SIZE;
+	case LFD_OP_HELLO | LFD_REPLY:		return LFD_HELLO_REP_SIZE;
+	case LFD_OP_ATTACH:			return LFD_ATTACH_REQ_SIZE;
+	case LFD_OP_ATTACH | LFD_REPLY:		return LFD_DEVICE_SIZE;
+	case LFD_OP_RELEASE:			return LFD_RELEASE_REQ_SIZE;
+	case LFD_OP_RELEASE | LFD_REPLY:	return LFD_RELEASE_REP_SIZE;
+	case LFD_OP_LIST:			return LFD_LIST_REQ_SIZE;
+	case LFD_OP_ERROR:			return LFD_ERROR_SIZE;
+	default:				return -1;
+	}
+}
+
+int lfd_fds_for_op(uint16_t op)
+{
+	return op == LFD_OP_ATTACH || op == (LFD_OP_ATTACH | LFD_REPLY);
+}
+
+static void put_body(struct cursor *c, const struct lfd_msg *m)
+{
+	uint32_t i;
+
+	switch (m->op) {
+	case LFD_OP_HELLO:
+		put16(c, m->u.hello_req.min_version);
+		put16(c, m->u.hello_req.max_version);
+		put32(c, 0);
+		break;
+	case LFD_OP_HELLO | LFD_REPLY:
+		put16(c, m->u.hello_rep.version);
+		put16(c, m->u.hello_rep.mode);
+		put32(c, m->u.hello_rep.features);
+		put32(c, m->u.hello_rep.max_devices);
+		put32(c, m->u.hello_rep.max_timeout_ms);
+		put32(c, m->u.hello_rep.uid);
+		put32(c, m->u.hello_rep.gid);
+		break;
+	case LFD_OP_ATTACH:
+		put32(c, m->u.attach_req.flags);
+		put32(c, m->u.attach_req.sector_size);
+		put64(c, m->u.attach_req.offset);
+		put64(c, m->u.attach_req.sizelimit);
+		put64(c, 0);
+		break;
+	case LFD_OP_ATTACH | LFD_REPLY:
+		put_device(c, &m->u.attach_rep);
+		break;
+	case LFD_OP_RELEASE:
+		put32(c, m->u.release_req.id);
+		put32(c, m->u.release_req.timeout_ms);
+		break;
+	case LFD_OP_RELEASE | LFD_REPLY:
+		put32(c, m->u.release_rep.id);
+		put32(c, m->u.release_rep.waited_ms);
+		break;
+	case LFD_OP_LIST:
+		break;
+	case LFD_OP_LIST | LFD_REPLY:
+		if (m->u.list_rep.count > LFD_MAX_DEVICES) {
+			c->bad = 1;
+			break;
+		}
+		put32(c, m->u.list_rep.count);
+		put32(c, 0);
+		for (i = 0; i < m->u.list_rep.count; i++)
+			put_device(c, &m->u.list_rep.dev[i]);
+		break;
+	case LFD_OP_ERROR:
+		put32(c, (uint32_t)m->u.error.err);
+		put32(c, m->u.error.reason);
+		put_bytes(c, m->u.error.text, LFD_MSG_TEXT);
+		break;
+	default:
+		c->bad = 1;
+	}
+}
+
+size_t lfd_encode(const struct lfd_msg *m, uint8_t *buf, size_t cap)
+{
+	struct cursor c = { .w = buf, .len = cap };
+
+	put32(&c, LFD_MAGIC);
+	put16(&c, m->version);
+	put16(&c, m->op);
+	put32(&c, m->seq);
+	put32(&c, 0);		/* body length, patched below */
+	put_body(&c, m);
+	if (c.bad)
+		return 0;
+	c.len = c.pos;
+	c.pos = 12;
+	put32(&c, (uint32_t)(c.len - LFD_HEADER_SIZE));
+	return c.len;
+}
+
+static void get_body(struct cursor *c, struct lfd_msg *m)
+{
+	uint32_t i;
+
+	switch (m->op) {
+	case LFD_OP_HELLO:
+		m->u.hello_req.min_version = get16(c);
+		m->u.hello_req.max_version = get16(c);
+		get_reserved32(c);
+		break;
+	case LFD_OP_HELLO | LFD_REPLY:
+		m->u.hello_rep.version = get16(c);
+		m->u.hello_rep.mode = get16(c);
+		m->u.hello_rep.features = get32(c);
+		m->u.hello_rep.max_devices = get32(c);
+		m->u.hello_rep.max_timeout_ms = get32(c);
+		m->u.hello_rep.uid = get32(c);
+		m->u.hello_rep.gid = get32(c);
+		break;
+	case LFD_OP_ATTACH:
+		m->u.attach_req.flags = get32(c);
+		m->u.attach_req.sector_size = get32(c);
+		m->u.attach_req.offset = get64(c);
+		m->u.attach_req.sizelimit = get64(c);
+		get_reserved32(c);
+		get_reserved32(c);
+		break;
+	case LFD_OP_ATTACH | LFD_REPLY:
+		get_device(c, &m->u.attach_rep);
+		break;
+	case LFD_OP_RELEASE:
+		m->u.release_req.id = get32(c);
+		m->u.release_req.timeout_ms = get32(c);
+		break;
+	case LFD_OP_RELEASE | LFD_REPLY:
+		m->u.release_rep.id = get32(c);
+		m->u.release_rep.waited_ms = get32(c);
+		break;
+	case LFD_OP_LIST:
+		break;
+	case LFD_OP_LIST | LFD_REPLY:
+		m->u.list_rep.count = get32(c);
+		get_reserved32(c);
+		if (m->u.list_rep.count > LFD_MAX_DEVICES ||
+		    c->len - c->pos != (size_t)m->u.list_rep.count * LFD_DEVICE_SIZE) {
+			c->bad = 1;
+			break;
+		}
+		for (i = 0; i < m->u.list_rep.count; i++)
+			get_device(c, &m->u.list_rep.dev[i]);
+		break;
+	case LFD_OP_ERROR:
+		m->u.error.err = (int32_t)get32(c);
+		m->u.error.reason = get32(c);
+		get_bytes(c, m->u.error.text, LFD_MSG_TEXT);
+		if (memchr(m->u.error.text, '\0', LFD_MSG_TEXT) == NULL)
+			c->bad = 1;
+		break;
+	default:
+		c->bad = 1;
+	}
+}
+
+enum lfd_reason lfd_decode(const uint8_t *buf, size_t len, struct lfd_msg *m)
+{
+	struct cursor c = { .r = buf, .len = len };
+	uint32_t magic, body_len;
+	long want;
+
+	memset(m, 0, sizeof(*m));
+	if (len < LFD_HEADER_SIZE || len > LFD_MAX_MSG)
+		return LFD_R_MALFORMED;
+	magic = get32(&c);
+	m->version = get16(&c);
+	m->op = get16(&c);
+	m->seq = get32(&c);
+	body_len = get32(&c);
+	if (magic != LFD_MAGIC || body_len != len - LFD_HEADER_SIZE)
+		return LFD_R_MALFORMED;
+	if (m->version != LFD_VERSION)
+		return LFD_R_VERSION;
+	want = body_size(m->op);
+	if (want < 0 && m->op != (LFD_OP_LIST | LFD_REPLY))
+		return LFD_R_UNKNOWN_OP;
+	if (want >= 0 && (size_t)want != body_len)
+		return LFD_R_MALFORMED;
+	get_body(&c, m);
+	if (c.bad || c.pos != len)
+		return LFD_R_MALFORMED;
+	return LFD_R_NONE;
+}
+
+static const struct {
+	int err;
+	const char *name;
+} reasons[LFD_R_MAX + 1] = {
+	[LFD_R_NONE]		 = { 0, "ok" },
+	[LFD_R_MALFORMED]	 = { EPROTO, "malformed message" },
+	[LFD_R_VERSION]		 = { EPROTONOSUPPORT, "unsupported protocol version" },
+	[LFD_R_UNKNOWN_OP]	 = { EOPNOTSUPP, "unknown operation" },
+	[LFD_R_NO_HELLO]	 = { EPROTO, "hello required first" },
+	[LFD_R_FD_COUNT]	 = { EBADF, "wrong number of file descriptors" },
+	[LFD_R_CONTROL]		 = { EPROTO, "unexpected control message" },
+	[LFD_R_NOT_AUTHORIZED]	 = { EPERM, "not authorized" },
+	[LFD_R_CONFIG]		 = { EACCES, "configuration unusable" },
+	[LFD_R_FORBIDDEN_OPTION] = { EPERM, "option forbidden by policy" },
+	[LFD_R_BAD_OPTION]	 = { EINVAL, "invalid option" },
+	[LFD_R_BACKING_KIND]	 = { EINVAL, "backing file of wrong kind" },
+	[LFD_R_BACKING_ACCESS]	 = { EBADF, "backing fd opened wrongly" },
+	[LFD_R_BACKING_FS]	 = { EINVAL, "backing file on a pseudo filesystem" },
+	[LFD_R_BACKING_LOOP]	 = { EINVAL, "backing fd is a loop device" },
+	[LFD_R_QUOTA_USER]	 = { EDQUOT, "per-user device limit reached" },
+	[LFD_R_QUOTA_GLOBAL]	 = { EAGAIN, "system-wide device limit reached" },
+	[LFD_R_QUOTA_SESSION]	 = { EMFILE, "session device limit reached" },
+	[LFD_R_NO_DEVICE]	 = { EBUSY, "no free loop device" },
+	[LFD_R_KERNEL]		 = { EIO, "kernel call failed" },
+	[LFD_R_UNKNOWN_DEVICE]	 = { ENOENT, "no such device in this session" },
+	[LFD_R_DEVICE_CHANGED]	 = { ESTALE, "device changed behind the helper" },
+	[LFD_R_DATA_LOST]	 = { EIO, "data lost in writeback" },
+	[LFD_R_BUSY]		 = { EBUSY, "still open elsewhere" },
+};
+
+int lfd_reason_errno(enum lfd_reason r)
+{
+	return (unsigned)r <= LFD_R_MAX ? reasons[r].err : EPROTO;
+}
+
+const char *lfd_reason_name(enum lfd_reason r)
+{
+	return (unsigned)r <= LFD_R_MAX ? reasons[r].name : "unknown reason";
+}
+
+void lfd_make_error(struct lfd_msg *m, uint32_t seq, int err,
+		    enum lfd_reason reason, const char *fmt, ...)
+{
+	va_list ap;
+
+	memset(m, 0, sizeof(*m));
+	m->version = LFD_VERSION;
+	m->op = LFD_OP_ERROR;
+	m->seq = seq;
+	m->u.error.err = err > 0 ? err : lfd_reason_errno(reason);
+	m->u.error.reason = reason;
+	va_start(ap, fmt);
+	vsnprintf(m->u.error.text, sizeof(m->u.error.text), fmt, ap);
+	va_end(ap);
+}
+
+int lfd_send(int sock, const uint8_t *buf, size_t len, int fd)
+{
+	union {
+		struct cmsghdr hdr;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} control;
+	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+	struct cmsghdr *cmsg;
+	ssize_t n;
+
+	if (fd >= 0) {
+		memset(&control, 0, sizeof(control));
+		msg.msg_control = control.buf;
+		msg.msg_controllen = sizeof(control.buf);
+		cmsg = CMSG_FIRSTHDR(&msg);
+		cmsg->cmsg_level = SOL_SOCKET;
+		cmsg->cmsg_type = SCM_RIGHTS;
+		cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+	}
+	do {
+		n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -1;
+	if ((size_t)n != len) {
+		errno = EMSGSIZE;
+		return -1;
+	}
+	return 0;
+}
+
+/* Take the fds of one SCM_RIGHTS message: keep what fits, close the rest. */
+static void take_fds(struct cmsghdr *cmsg, int *fds, int maxfds, int *nfds)
+{
+	size_t n = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+	size_t i;
+	int fd;
+
+	for (i = 0; i < n; i++) {
+		memcpy(&fd, CMSG_DATA(cmsg) + i * sizeof(int), sizeof(int));
+		if (*nfds < maxfds)
+			fds[*nfds] = fd;
+		else
+			close(fd);
+		(*nfds)++;
+	}
+}
+
+long lfd_recv(int sock, uint8_t *buf, size_t cap, int *fds, int maxfds,
+	      int *nfds, int *flags)
+{
+	/* Room for the most fds the kernel passes in one message, so that
+	 * none is dropped by MSG_CTRUNC without being closed. */
+	union {
+		struct cmsghdr hdr;
+		char buf[CMSG_SPACE(sizeof(int) * LFD_RECV_MAX_FDS) + 256];
+	} control;
+	struct iovec iov = { .iov_base = buf, .iov_len = cap };
+	struct msghdr msg = {
+		.msg_iov = &iov, .msg_iovlen = 1,
+		.msg_control = control.buf, .msg_controllen = sizeof(control.buf),
+	};
+	struct cmsghdr *cmsg;
+	int rights_msgs = 0;
+	ssize_t n;
+
+	*nfds = 0;
+	*flags = 0;
+	do {
+		n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -1;
+	for (cmsg = CMSG_FIRSTHDR(&msg); cmsg; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+		if (cmsg->cmsg_level == SOL_SOCKET &&
+		    cmsg->cmsg_type == SCM_RIGHTS) {
+			take_fds(cmsg, fds, maxfds, nfds);
+			rights_msgs++;
+		} else {
+			*flags |= LFD_RECV_OTHER_CMSG;
+		}
+	}
+	if (rights_msgs > 1)
+		*flags |= LFD_RECV_MULTI_CMSG;
+	if (msg.msg_flags & MSG_TRUNC)
+		*flags |= LFD_RECV_TRUNC;
+	if (msg.msg_flags & MSG_CTRUNC)
+		*flags |= LFD_RECV_CTRUNC;
+	return (long)n;
+}

@@ -1,0 +1,71 @@
+/*
+ * sandbox/: everything that takes the helper from "a setuid-root process in
+ * a state the caller chose" to "one capability, a syscall allowlist, /dev
+ * only".  helper/main.c calls these in order; each is one step a reviewer can
+ * check, and each returns -1 with errno set on failure (the caller names the
+ * step in its error message and exits: fail closed).
+ */
+#ifndef LOOPFD_SANDBOX_H
+#define LOOPFD_SANDBOX_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* ---- process hygiene (sandbox/hygiene.c) --------------------------------- */
+
+/* fds 0, 1, 2 open (to /dev/null where the caller closed them), so that no
+ * file the helper opens later can become its stdout or stderr. */
+int sb_ensure_stdio(void);
+
+/* Close every fd above 2 except the n fds in keep[]. */
+int sb_close_fds_except(const int *keep, size_t n);
+
+/* Every signal disposition back to SIG_DFL, the signal mask emptied. */
+int sb_reset_signals(void);
+
+/* Resource limits to fixed values: RLIMIT_CORE 0; RLIMIT_NOFILE 1024;
+ * RLIMIT_FSIZE, RLIMIT_CPU, RLIMIT_AS, RLIMIT_DATA, RLIMIT_STACK unlimited
+ * where the hard limit allows (root may raise it).  A caller-lowered limit
+ * must not make the helper fail halfway through a release. */
+int sb_reset_limits(void);
+
+/* Replace the environment with a fixed minimal one (PATH only). */
+int sb_reset_environment(void);
+
+/* umask 077, cwd "/", not dumpable (no core, no ptrace by the caller). */
+int sb_reset_process(void);
+
+/* Setuid mode: make real, effective and saved uid and gid 0 and drop
+ * supplementary groups, so the invoking user can neither signal nor ptrace
+ * the helper (kill(2) and ptrace check the target's real/saved uid).
+ * Call after the caller's identity has been recorded. */
+int sb_leave_callers_reach(void);
+
+/* ---- capabilities (sandbox/caps.c) --------------------------------------- */
+
+/* Bounding set emptied, ambient set cleared, securebits NOROOT,
+ * NO_SETUID_FIXUP, KEEP_CAPS off, NO_CAP_AMBIENT_RAISE, all locked;
+ * permitted = effective = {CAP_SYS_ADMIN} plus CAP_CHOWN when keep_chown;
+ * inheritable empty; no_new_privs on.  Idempotent: a second call (a daemon's
+ * per-connection child narrowing further) only lowers the sets. */
+int sb_narrow_caps(int keep_chown);
+
+/* ---- Landlock (sandbox/landlock.c) --------------------------------------- */
+
+/* Filesystem access only beneath /dev (read, write, device ioctls).
+ * Returns 0 when enforced, 1 when the kernel has no Landlock (the caller
+ * logs once and goes on), -1 on error. */
+int sb_landlock_dev_only(void);
+
+/* ---- seccomp (sandbox/seccomp.c) ----------------------------------------- */
+
+/* Stage 1, before the first byte from the client is read: the syscalls and
+ * ioctl requests the serving loop uses, nothing else.  Default action
+ * SCMP_ACT_KILL_PROCESS, native architecture only. */
+int sb_seccomp_serve(void);
+
+/* Stage 2, stacked when the session ends: only what flushing and clearing
+ * the remaining devices, closing, logging and exiting need. */
+int sb_seccomp_teardown(void);
+
+#endif

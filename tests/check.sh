@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# make check: unit tests, then the helper built and installed setuid into a temp
+# prefix and every integration and hostile test run against it as root, with
+# clients as uid 65534; then the fuzz corpus replay and a short fuzz run.
+# Prints "N passed, N failed" last; exits non-zero on any failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+	echo "make check: must run as root (real loop devices, a setuid helper, uid 65534 clients)" >&2
+	exit 1
+fi
+
+passed=0; failed=0; failures=()
+result() {
+	if [ "$2" = 0 ]; then passed=$((passed + 1)); echo "PASS $1"
+	else failed=$((failed + 1)); failures+=("$1"); echo "FAIL $1"; fi
+}
+
+LOOPFD_T=$(mktemp -d /tmp/loopfd-check.XXXXXX)
+chmod 0755 "$LOOPFD_T"
+trap 'rm -rf "$LOOPFD_T"' EXIT
+export LOOPFD_T
+export PREFIX=$LOOPFD_T/prefix
+export LOOPFD_CONF=$LOOPFD_T/etc/loopfd.conf
+export LOOPFD_RUN=$LOOPFD_T/run
+export BUILD=$LOOPFD_T/build
+mkdir -p "$LOOPFD_T/etc"
+
+echo "== build (as in a release) and unit tests"
+make -s all || { echo "build failed"; exit 1; }
+make -s unit; result unit $?
+
+echo "== install into $PREFIX (setuid root)"
+make -s O="$BUILD" PREFIX="$PREFIX" SYSCONFDIR="$LOOPFD_T/etc" \
+	RUNSTATEDIR="$LOOPFD_RUN" install >/dev/null || { echo "install failed"; exit 1; }
+
+run_test() {
+	local t=$1 name rc
+	name=${t#tests/}
+	echo "== $name"
+	timeout -k 5 240 bash "$t"
+	rc=$?
+	result "$name" "$rc"
+}
+for t in tests/integration/t_*.sh tests/hostile/t_*.sh; do
+	[ -e "$t" ] || continue
+	if [ -n "${ONLY:-}" ] && [[ "$t" != *"$ONLY"* ]]; then continue; fi
+	run_test "$t"
+done
+
+if [ -z "${ONLY:-}" ] && [ -z "${NO_FUZZ:-}" ]; then
+	echo "== fuzz: corpus replay and a bounded smoke run"
+	make -s fuzz-smoke FUZZ_SECONDS="${FUZZ_SECONDS:-45}" > "$LOOPFD_T/fuzz.log" 2>&1
+	rc=$?; [ $rc = 0 ] || tail -40 "$LOOPFD_T/fuzz.log"
+	result fuzz-smoke $rc
+fi
+
+echo "== nothing left attached"
+left=$(losetup -a | grep -F "$LOOPFD_T" || true)
+[ -z "$left" ] || echo "leaked: $left"
+[ -z "$left" ]; result no-leaked-devices $?
+
+echo
+for f in "${failures[@]}"; do echo "failed: $f"; done
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
