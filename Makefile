@@ -90,7 +90,9 @@ $(PC): client/loopfd.pc.in
 	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
 
 # ---- test programs (built with the same flags; not installed) -------------
-TEST_PROGS := $(O)/tests/seccomp_probe $(O)/tests/rawclient $(O)/tests/bench
+TEST_PROGS := $(O)/tests/seccomp_probe \
+              $(if $(wildcard tests/hostile/rawclient.c),$(O)/tests/rawclient) \
+              $(if $(wildcard bench/bench.c),$(O)/tests/bench)
 
 test-programs: $(TEST_PROGS)
 

@@ -384,13 +384,17 @@ int loop_attach(struct session *s, int backing_fd,
 		return -1;
 	if (read_identity(d, &backing, err) < 0)
 		goto undo;
-	if ((flags & LFD_ATTACH_GRANT) && grant_node(s, d, err) < 0)
-		goto undo;
-	if (d->granted)
-		d->ident.flags |= LFD_ATTACH_GRANT;
+	/* The client's fd before the grant: once the node is the caller's,
+	 * root without CAP_DAC_OVERRIDE can no longer open it. */
 	*client_fd = open_client_fd(d, err);
 	if (*client_fd < 0)
 		goto undo;
+	if ((flags & LFD_ATTACH_GRANT) && grant_node(s, d, err) < 0) {
+		close(*client_fd);
+		goto undo;
+	}
+	if (d->granted)
+		d->ident.flags |= LFD_ATTACH_GRANT;
 	return 0;
 undo:
 	/* Nobody but us has this device yet: no data to flush. */

@@ -91,14 +91,11 @@ static void do_hello(struct session *s, const struct lfd_msg *req)
 	send_msg(s, &rep, -1);
 }
 
+/* The protocol's per-session cap; the policy's limits are the quota's. */
 static struct device *free_device_slot(struct session *s)
 {
-	unsigned i, used = 0;
+	unsigned i;
 
-	for (i = 0; i < LFD_MAX_DEVICES; i++)
-		used += s->dev[i].in_use != 0;
-	if (used >= session_limit(s))
-		return NULL;
 	for (i = 0; i < LFD_MAX_DEVICES; i++)
 		if (!s->dev[i].in_use)
 			return &s->dev[i];

@@ -6,10 +6,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" != 0 ]; then
-	echo "make check: must run as root (real loop devices, a setuid helper, uid 65534 clients)" >&2
-	exit 1
-fi
+. tests/prefix.sh
+require_root "make check"
 
 passed=0; failed=0; failures=()
 result() {
@@ -17,23 +15,14 @@ result() {
 	else failed=$((failed + 1)); failures+=("$1"); echo "FAIL $1"; fi
 }
 
-LOOPFD_T=$(mktemp -d /tmp/loopfd-check.XXXXXX)
-chmod 0755 "$LOOPFD_T"
-trap 'rm -rf "$LOOPFD_T"' EXIT
-export LOOPFD_T
-export PREFIX=$LOOPFD_T/prefix
-export LOOPFD_CONF=$LOOPFD_T/etc/loopfd.conf
-export LOOPFD_RUN=$LOOPFD_T/run
-export BUILD=$LOOPFD_T/build
-mkdir -p "$LOOPFD_T/etc"
-
-echo "== build (as in a release) and unit tests"
+echo "== build and unit tests"
 make -s all || { echo "build failed"; exit 1; }
 make -s unit; result unit $?
 
-echo "== install into $PREFIX (setuid root)"
-make -s O="$BUILD" PREFIX="$PREFIX" SYSCONFDIR="$LOOPFD_T/etc" \
-	RUNSTATEDIR="$LOOPFD_RUN" install >/dev/null || { echo "install failed"; exit 1; }
+echo "== install into a temp prefix (helper setuid root)"
+install_temp_prefix check || { echo "install failed"; exit 1; }
+trap 'rm -rf "$LOOPFD_T"' EXIT
+echo "   $PREFIX"
 
 run_test() {
 	local t=$1 name rc

@@ -14,7 +14,7 @@ LOOPFD=$PREFIX/bin/loopfd
 HELPER=$PREFIX/libexec/loopfd-helper
 NOBODY=65534
 T=$(mktemp -d "$LOOPFD_T/t.XXXXXX")
-chmod 0755 "$T"
+chmod 01777 "$T"	# clients (uid 65534) write results here too
 _bg_pids=()
 _mounts=()
 

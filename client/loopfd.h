@@ -1,0 +1,157 @@
+/*
+ * libloopfd: loop devices for unprivileged programs, through loopfd-helper.
+ *
+ * The caller opens the backing file itself, with its own permissions, and
+ * hands the open file to the helper; the helper attaches a loop device to it
+ * and hands back an open device fd.  Releasing a device makes the helper
+ * flush what was written through it and confirm that it is detached.
+ *
+ *	struct loopfd_session *s;
+ *	struct loopfd_device dev;
+ *	struct loopfd_error err;
+ *	int img = open("disk.img", O_RDWR | O_CLOEXEC);
+ *
+ *	if (loopfd_connect(&s, NULL, &err) < 0 ||
+ *	    loopfd_attach(s, img, NULL, &dev, &err) < 0)
+ *		errx(1, "%s", loopfd_strerror(&err));
+ *	close(img);
+ *	... write to dev.fd ...
+ *	close(dev.fd);
+ *	if (loopfd_release(s, dev.id, 10000, NULL, &err) < 0)
+ *		errx(1, "%s", loopfd_strerror(&err));
+ *	loopfd_close(s);
+ *
+ * Every function that can fail returns 0 or -1; on -1, errno is err->err and
+ * err->msg says what failed, naming the file, device or helper involved.
+ * For an error reply from the helper, msg reads
+ * "<operation>: helper refused: <the helper's text>" and err->reason is the
+ * helper's reason code (one of LFD_R_* in the protocol); for a failure on
+ * this side, err->reason is 0.  err may be NULL where the caller only wants
+ * errno.
+ *
+ * A session is not thread-safe: use it from one thread at a time.  The
+ * library keeps no state outside the session.
+ */
+#ifndef LOOPFD_H
+#define LOOPFD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct loopfd_session;
+
+struct loopfd_error {
+	int err;		/* errno value */
+	int reason;		/* the helper's reason code, 0 if local */
+	char msg[512];		/* human-readable, with context */
+};
+
+/* Attach flags (request) and effective flags (struct loopfd_device). */
+#define LOOPFD_READ_ONLY	0x01u
+#define LOOPFD_PARTSCAN		0x02u
+#define LOOPFD_DIRECT_IO	0x04u
+#define LOOPFD_GRANT		0x08u	/* /dev/loopN owned by the caller while attached */
+#define LOOPFD_AUTOCLEAR	0x10u	/* effective flag, always set */
+
+/* struct loopfd_info.features: what the helper's policy allows this caller */
+#define LOOPFD_FEAT_GRANT	0x01u
+#define LOOPFD_FEAT_PARTSCAN	0x02u
+#define LOOPFD_FEAT_DIRECT_IO	0x04u
+
+/* struct loopfd_info.mode: how the helper was started */
+#define LOOPFD_MODE_SETUID	1u
+#define LOOPFD_MODE_LISTEN	2u
+#define LOOPFD_MODE_SYSTEMD	3u
+
+struct loopfd_attach_opts {
+	unsigned flags;		/* LOOPFD_READ_ONLY ... LOOPFD_GRANT */
+	uint32_t sector_size;	/* 0: kernel default */
+	uint64_t offset;	/* bytes into the backing file */
+	uint64_t sizelimit;	/* 0: to the end of the backing file */
+};
+
+struct loopfd_device {
+	int fd;			/* open device, close-on-exec; -1 in list entries */
+	uint32_t id;		/* the session's handle, for loopfd_release */
+	uint32_t index;		/* N of /dev/loopN */
+	char name[32];		/* "loopN" */
+	char path[48];		/* "/dev/loopN" */
+	uint32_t major, minor;
+	uint64_t diskseq;
+	uint64_t size;		/* bytes */
+	uint32_t flags;		/* effective LOOPFD_* flags */
+	uint32_t sector_size;
+	uint64_t offset, sizelimit;
+	uint64_t backing_dev;	/* st_dev and st_ino of the backing file */
+	uint64_t backing_ino;
+};
+
+struct loopfd_info {
+	unsigned version;	/* protocol version in use */
+	unsigned mode;		/* LOOPFD_MODE_* */
+	unsigned features;	/* LOOPFD_FEAT_* */
+	unsigned max_devices;	/* devices this session may hold */
+	unsigned max_timeout_ms;	/* longest release timeout accepted */
+	uint32_t uid, gid;	/* the caller, as the helper sees it */
+};
+
+/*
+ * Connect to a helper and do the protocol handshake.
+ *
+ * socket_path: a `loopfd-helper --listen PATH` daemon's socket.  NULL: the
+ * socket named by $LOOPFD_SOCKET if that is set and not empty, else start the
+ * setuid helper (the compiled-in path; $LOOPFD_HELPER instead, but only for a
+ * caller that is neither root nor setuid/setgid).
+ */
+int loopfd_connect(struct loopfd_session **out, const char *socket_path,
+		   struct loopfd_error *err);
+
+/* What the helper said in the handshake; valid until loopfd_close. */
+const struct loopfd_info *loopfd_session_info(const struct loopfd_session *s);
+
+/*
+ * Attach a loop device to backing_fd (which the caller keeps and may close
+ * right after: the device holds its own reference).  opts may be NULL for
+ * defaults.  On success dev describes the device and dev->fd is an open,
+ * close-on-exec device fd that belongs to the caller.
+ */
+int loopfd_attach(struct loopfd_session *s, int backing_fd,
+		  const struct loopfd_attach_opts *opts,
+		  struct loopfd_device *dev, struct loopfd_error *err);
+
+/*
+ * Release device id: the helper waits up to timeout_ms for other openers
+ * (close dev->fd and every copy of it first), flushes the device and
+ * confirms the detach.  *waited_ms (may be NULL) gets the time it waited.
+ * An error means the data or the detach could not be confirmed: the text
+ * says which.
+ */
+int loopfd_release(struct loopfd_session *s, uint32_t id, uint32_t timeout_ms,
+		   uint32_t *waited_ms, struct loopfd_error *err);
+
+/*
+ * The devices this session holds.  *count gets how many the helper listed;
+ * at most max of them are stored in devs (with fd = -1).
+ */
+int loopfd_list(struct loopfd_session *s, struct loopfd_device *devs,
+		size_t max, size_t *count, struct loopfd_error *err);
+
+/*
+ * Close the connection and free s (NULL is allowed).  The helper releases
+ * whatever the session still holds, on its own.  For a spawned helper, waits
+ * for it to exit.
+ */
+void loopfd_close(struct loopfd_session *s);
+
+/* err->msg, or the errno text when msg is empty. */
+const char *loopfd_strerror(const struct loopfd_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,245 @@
+/*
+ * Process hygiene: undo everything a hostile caller could have set up in the
+ * process image it handed to a setuid-root program (open fds, ignored or
+ * blocked signals, tiny resource limits, a poisoned environment, an odd
+ * umask or cwd) and take the helper out of the caller's kill/ptrace reach.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "sandbox.h"
+
+/* The fallback loop's upper end where close_range(2) does not exist (< 5.9).
+ * RLIMIT_NOFILE's default hard limit is far below this; a caller that raised
+ * its own hard limit beyond it could smuggle in fds above it, but only on
+ * kernels too old for close_range. */
+#define SB_FALLBACK_FD_MAX 65535U
+
+#define SB_STACK_SOFT (8UL * 1024 * 1024)
+#define SB_NOFILE 1024
+
+int
+sb_ensure_stdio(void)
+{
+	int fd, nfd;
+
+	for (fd = 0; fd <= 2; fd++) {
+		if (fcntl(fd, F_GETFD) != -1)
+			continue;
+		if (errno != EBADF)
+			return -1;
+		/* open() returns the lowest free fd, and 0..fd-1 are open by
+		 * now, so this fills exactly the hole at fd.  No O_CLOEXEC:
+		 * these are stdio, not secrets. */
+		nfd = open("/dev/null", O_RDWR | O_NOCTTY);
+		if (nfd == -1)
+			return -1;
+		if (nfd != fd) {
+			close(nfd);
+			errno = EBADF;
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Close [lo, hi]; close_range(2) where the kernel has it (5.9+), a loop
+ * otherwise.  Closing a hole is not an error. */
+static int
+close_span(unsigned int lo, unsigned int hi)
+{
+	unsigned int fd;
+
+	if (lo > hi)
+		return 0;
+	if (close_range(lo, hi, 0) == 0)
+		return 0;
+	if (errno != ENOSYS)
+		return -1;
+	if (hi > SB_FALLBACK_FD_MAX)
+		hi = SB_FALLBACK_FD_MAX;
+	for (fd = lo; fd <= hi; fd++)
+		(void)close((int)fd);
+	return 0;
+}
+
+/* The smallest fd in keep[] that is >= lo, or -1 when there is none.  keep[]
+ * is tiny (the socket, maybe a log fd), so a linear scan per span is cheaper
+ * to review than sorting a copy. */
+static int
+next_kept(const int *keep, size_t n, unsigned int lo)
+{
+	int best = -1;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (keep[i] < 0 || (unsigned int)keep[i] < lo)
+			continue;
+		if (best == -1 || keep[i] < best)
+			best = keep[i];
+	}
+	return best;
+}
+
+int
+sb_close_fds_except(const int *keep, size_t n)
+{
+	unsigned int lo = 3;
+	int k;
+
+	/* Every fd the caller left open (a directory fd, a socket to
+	 * somewhere, a file it wants us to write to) is a capability the
+	 * helper must not carry.  Close the spans between kept fds. */
+	while ((k = next_kept(keep, n, lo)) != -1) {
+		if (close_span(lo, (unsigned int)k - 1) == -1)
+			return -1;
+		if (k == INT_MAX)
+			return 0;
+		lo = (unsigned int)k + 1;
+	}
+	return close_span(lo, ~0U);
+}
+
+int
+sb_reset_signals(void)
+{
+	struct sigaction sa = { 0 };
+	sigset_t none;
+	int sig;
+
+	/* Ignored dispositions survive execve: a caller could make us ignore
+	 * SIGPIPE or SIGTERM, or leave signals blocked, to change how we
+	 * fail.  Handlers are reset by execve already; this covers SIG_IGN. */
+	sa.sa_handler = SIG_DFL;
+	sigemptyset(&sa.sa_mask);
+	for (sig = 1; sig < NSIG; sig++) {
+		if (sig == SIGKILL || sig == SIGSTOP)
+			continue;
+		/* glibc reserves two realtime signals for itself and refuses
+		 * them with EINVAL; those are not the caller's to set. */
+		if (sigaction(sig, &sa, NULL) == -1 && errno != EINVAL)
+			return -1;
+	}
+	if (sigemptyset(&none) == -1)
+		return -1;
+	return sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+/* Set one limit.  Raising a hard limit needs CAP_SYS_RESOURCE, which the
+ * helper still holds when this runs; without it (a test run as a normal
+ * user) settle for the highest value the current hard limit allows. */
+static int
+set_limit(int resource, rlim_t soft, rlim_t hard)
+{
+	struct rlimit rl = { .rlim_cur = soft, .rlim_max = hard };
+
+	if (setrlimit(resource, &rl) == 0)
+		return 0;
+	if (errno != EPERM || getrlimit(resource, &rl) == -1)
+		return -1;
+	/* RLIM_INFINITY is the largest rlim_t, so plain minimums work. */
+	if (hard < rl.rlim_max)
+		rl.rlim_max = hard;
+	rl.rlim_cur = soft < rl.rlim_max ? soft : rl.rlim_max;
+	return setrlimit(resource, &rl);
+}
+
+int
+sb_reset_limits(void)
+{
+	/* No core files: a dump of the helper would hold other users' state
+	 * and could be written where the caller can read it. */
+	if (set_limit(RLIMIT_CORE, 0, 0) == -1)
+		return -1;
+	/* A known fd budget; also keeps select()-sized assumptions true. */
+	if (set_limit(RLIMIT_NOFILE, SB_NOFILE, SB_NOFILE) == -1)
+		return -1;
+	/* A caller-lowered CPU or memory limit could kill us with SIGXCPU or
+	 * fail an allocation between BLKFLSBUF and LOOP_CLR_FD. */
+	if (set_limit(RLIMIT_FSIZE, RLIM_INFINITY, RLIM_INFINITY) == -1)
+		return -1;
+	if (set_limit(RLIMIT_CPU, RLIM_INFINITY, RLIM_INFINITY) == -1)
+		return -1;
+	if (set_limit(RLIMIT_AS, RLIM_INFINITY, RLIM_INFINITY) == -1)
+		return -1;
+	if (set_limit(RLIMIT_DATA, RLIM_INFINITY, RLIM_INFINITY) == -1)
+		return -1;
+	/* An unlimited soft stack changes the mmap layout (legacy, bottom-up)
+	 * on some kernels; 8 MiB is the usual default. */
+	return set_limit(RLIMIT_STACK, SB_STACK_SOFT, RLIM_INFINITY);
+}
+
+int
+sb_reset_environment(void)
+{
+	/* LD_*, MALLOC_*, LOCALPATH, TZ, GCONV_PATH and friends are the
+	 * caller's way into our libc.  glibc strips some for setuid programs;
+	 * drop all of them rather than trust that list. */
+	if (clearenv() != 0) {
+		errno = ENOMEM;
+		return -1;
+	}
+	return setenv("PATH", "/usr/sbin:/usr/bin:/sbin:/bin", 1);
+}
+
+int
+sb_reset_process(void)
+{
+	/* Anything we create (should there ever be something) is ours alone. */
+	umask(077);
+	/* The caller's cwd may be on a filesystem it wants kept busy, or a
+	 * directory it can rename under us. */
+	if (chdir("/") == -1)
+		return -1;
+	/* Not dumpable: no core file, and ptrace_may_access() refuses
+	 * non-root tracers even when the uids match. */
+	return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+}
+
+/* Check that all three ids are 0, in case a kernel or LSM quietly ignored
+ * part of a set*id call. */
+static int
+ids_are_root(void)
+{
+	uid_t ru, eu, su;
+	gid_t rg, eg, sg;
+
+	if (getresuid(&ru, &eu, &su) == -1 || getresgid(&rg, &eg, &sg) == -1)
+		return -1;
+	if (ru != 0 || eu != 0 || su != 0 || rg != 0 || eg != 0 || sg != 0) {
+		errno = EPERM;
+		return -1;
+	}
+	return 0;
+}
+
+int
+sb_leave_callers_reach(void)
+{
+	/* Supplementary groups are inherited from the caller: drop them so
+	 * no group-owned file is reachable through them. */
+	if (setgroups(0, NULL) == -1)
+		return -1;
+	/* gid before uid: once the uids are all 0 it would still work, but
+	 * the usual order keeps this correct if the helper ever drops to a
+	 * non-root uid instead. */
+	if (setresgid(0, 0, 0) == -1)
+		return -1;
+	/* kill(2) is allowed when the sender's real or effective uid equals
+	 * the target's real or saved uid.  A setuid helper starts with the
+	 * caller's real uid, so the caller could signal it at any moment
+	 * (e.g. between LOOP_CLR_FD steps).  ptrace additionally needs the
+	 * target dumpable and all its uids equal to the tracer's; making all
+	 * three ids 0 (and sb_reset_process's non-dumpable) closes both. */
+	if (setresuid(0, 0, 0) == -1)
+		return -1;
+	return ids_are_root();
+}

@@ -1,0 +1,270 @@
+/*
+ * seccomp: a syscall allowlist per stage.  Anything not listed kills the
+ * whole process (SIGSYS), never returns an error: a compromised helper
+ * must not get to probe, and a helper bug that reaches an unexpected
+ * syscall is better stopped than half-handled.
+ *
+ * Only the native ABI is allowed.  On x86-64 a process can also enter the
+ * kernel through the i386 ABI (int $0x80: different numbers, so a "deny
+ * socket" rule for x86-64 would not see i386 socketcall) and the x32 ABI
+ * (x86-64 arch value, numbers with bit 30 set).  libseccomp 2.5's filter
+ * for a context holding only x86_64 sends a wrong arch value to the
+ * BADARCH action and, for the x86_64 arch, any number >= 0x40000000
+ * (except -1) to the BADARCH action too; both are KILL_PROCESS here.
+ * tests/integration/t_seccomp.sh checks both entry points.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <linux/loop.h>
+#include <linux/seccomp.h>
+#include <seccomp.h>
+#include <stddef.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+
+#include "sandbox.h"
+
+/* A stage: plain syscalls, the ioctl requests allowed, and whether openat
+ * is allowed (with restricted flags).  mmap/mprotect without PROT_EXEC are
+ * in every stage; malloc and stdio need them. */
+struct sb_stage {
+	const int *syscalls;
+	size_t nsyscalls;
+	const unsigned long *ioctls;
+	size_t nioctls;
+	int allow_openat;
+	int allow_stacking;
+};
+
+#define SB_COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* x86-64's kernel O_LARGEFILE; glibc defines O_LARGEFILE as 0 on 64-bit
+ * targets, but a library passing the kernel's bit is harmless (the kernel
+ * forces it on for 64-bit processes anyway). */
+#define SB_KERNEL_O_LARGEFILE 0100000
+
+/* openat flags the helper may use: access mode and harmless modifiers.
+ * Everything else is killed: O_CREAT/O_TMPFILE (make files), O_TRUNC
+ * (destroy one), O_PATH/O_DIRECTORY (walk the tree), O_APPEND, O_DIRECT,
+ * O_SYNC... none has a use in serving loop devices. */
+#define SB_OPEN_FLAGS (O_ACCMODE | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | \
+	O_NOFOLLOW | SB_KERNEL_O_LARGEFILE)
+
+static const int serve_syscalls[] = {
+	SCMP_SYS(read), SCMP_SYS(write), SCMP_SYS(writev),
+	SCMP_SYS(recvmsg), SCMP_SYS(sendmsg),
+	SCMP_SYS(poll), SCMP_SYS(ppoll),
+	SCMP_SYS(close),
+	SCMP_SYS(fstat), SCMP_SYS(newfstatat), SCMP_SYS(statx),
+	SCMP_SYS(fstatfs),
+	SCMP_SYS(fcntl), SCMP_SYS(flock),
+	SCMP_SYS(fsync), SCMP_SYS(fdatasync), SCMP_SYS(sync_file_range),
+	SCMP_SYS(fchown), SCMP_SYS(fchmod),
+	SCMP_SYS(clock_gettime), SCMP_SYS(clock_nanosleep),
+	SCMP_SYS(nanosleep),
+	SCMP_SYS(getpid), SCMP_SYS(gettid),
+	SCMP_SYS(brk), SCMP_SYS(munmap), SCMP_SYS(mremap),
+	SCMP_SYS(madvise),
+	SCMP_SYS(rt_sigreturn), SCMP_SYS(rt_sigprocmask),
+	SCMP_SYS(exit), SCMP_SYS(exit_group),
+	SCMP_SYS(getrandom),
+};
+
+/* Stored as unsigned long, the type glibc's ioctl() passes: BLKGETDISKSEQ
+ * (_IOR(0x12, 128, __u64) = 0x80081280) has bit 31 set and, through an
+ * int, would become 0xffffffff80081280 and never match the real call. */
+static const unsigned long serve_ioctls[] = {
+	LOOP_CTL_GET_FREE, LOOP_CONFIGURE, LOOP_SET_FD, LOOP_SET_STATUS64,
+	LOOP_GET_STATUS64, LOOP_CLR_FD,
+	BLKFLSBUF, BLKGETDISKSEQ, BLKGETSIZE64, BLKSSZGET,
+};
+
+static const int teardown_syscalls[] = {
+	SCMP_SYS(write), SCMP_SYS(writev),
+	SCMP_SYS(close),
+	SCMP_SYS(fsync), SCMP_SYS(fdatasync), SCMP_SYS(sync_file_range),
+	SCMP_SYS(fchown), SCMP_SYS(fchmod),
+	SCMP_SYS(fstat), SCMP_SYS(newfstatat),
+	SCMP_SYS(fcntl),
+	SCMP_SYS(clock_gettime), SCMP_SYS(clock_nanosleep),
+	SCMP_SYS(nanosleep),
+	SCMP_SYS(getpid),
+	SCMP_SYS(brk), SCMP_SYS(munmap), SCMP_SYS(madvise),
+	SCMP_SYS(rt_sigreturn),
+	SCMP_SYS(exit), SCMP_SYS(exit_group),
+};
+
+static const unsigned long teardown_ioctls[] = {
+	BLKFLSBUF, LOOP_CLR_FD, LOOP_GET_STATUS64, BLKGETDISKSEQ,
+};
+
+static const struct sb_stage serve_stage = {
+	.syscalls = serve_syscalls, .nsyscalls = SB_COUNT(serve_syscalls),
+	.ioctls = serve_ioctls, .nioctls = SB_COUNT(serve_ioctls),
+	.allow_openat = 1,
+	/* The teardown filter is loaded from inside this one. */
+	.allow_stacking = 1,
+};
+
+static const struct sb_stage teardown_stage = {
+	.syscalls = teardown_syscalls,
+	.nsyscalls = SB_COUNT(teardown_syscalls),
+	.ioctls = teardown_ioctls, .nioctls = SB_COUNT(teardown_ioctls),
+	.allow_openat = 0,
+	.allow_stacking = 0,
+};
+
+/*
+ * The rule helpers below return what libseccomp returns: 0, or -errno.
+ */
+
+static int
+allow_syscalls(scmp_filter_ctx ctx, const int *nrs, size_t n)
+{
+	size_t i;
+	int rc;
+
+	/* _exact: fail rather than let libseccomp rewrite a rule into
+	 * something broader or different (e.g. on a multiplexed syscall). */
+	for (i = 0; i < n; i++) {
+		rc = seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, nrs[i], 0);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+static int
+allow_ioctls(scmp_filter_ctx ctx, const unsigned long *reqs, size_t n)
+{
+	size_t i;
+	int rc;
+
+	/* SCMP_CMP_EQ on a 64-bit datum compares both halves of the
+	 * register.  The kernel reads the request as unsigned int, so
+	 * BLKFLSBUF | 1UL << 32 would act as BLKFLSBUF; a 32-bit compare
+	 * would let such aliases through unnoticed, this kills them. */
+	for (i = 0; i < n; i++) {
+		rc = seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl),
+		    1, SCMP_A1(SCMP_CMP_EQ, (scmp_datum_t)reqs[i]));
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* No executable memory: a memory-corruption bug cannot map or mprotect
+ * its way to running injected code.  prot is argument 2 of both. */
+static int
+allow_noexec_memory(scmp_filter_ctx ctx)
+{
+	int rc;
+
+	rc = seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mmap), 1,
+	    SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
+	if (rc < 0)
+		return rc;
+	return seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mprotect),
+	    1, SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
+}
+
+static int
+allow_plain_openat(scmp_filter_ctx ctx)
+{
+	/* The mask covers all 64 bits of the register: flags with any bit
+	 * outside SB_OPEN_FLAGS, including garbage above bit 31 that the
+	 * kernel would ignore, are killed. */
+	scmp_datum_t forbidden = ~(scmp_datum_t)SB_OPEN_FLAGS;
+
+	return seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, SCMP_SYS(openat),
+	    1, SCMP_A2(SCMP_CMP_MASKED_EQ, forbidden, 0));
+}
+
+/* Let this stage install a further filter (the next stage) and nothing
+ * more: SECCOMP_SET_MODE_FILTER with no flags, so no TSYNC, no user
+ * notification listener (a filter can only ever narrow what is allowed). */
+static int
+allow_stacking(scmp_filter_ctx ctx)
+{
+	return seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, SCMP_SYS(seccomp),
+	    2, SCMP_A0(SCMP_CMP_EQ, SECCOMP_SET_MODE_FILTER),
+	    SCMP_A1(SCMP_CMP_EQ, 0));
+}
+
+static int
+add_stage_rules(scmp_filter_ctx ctx, const struct sb_stage *st)
+{
+	int rc;
+
+	rc = allow_syscalls(ctx, st->syscalls, st->nsyscalls);
+	if (rc == 0)
+		rc = allow_ioctls(ctx, st->ioctls, st->nioctls);
+	if (rc == 0)
+		rc = allow_noexec_memory(ctx);
+	if (rc == 0 && st->allow_openat)
+		rc = allow_plain_openat(ctx);
+	if (rc == 0 && st->allow_stacking)
+		rc = allow_stacking(ctx);
+	return rc;
+}
+
+/* Filter attributes: both actions KILL_PROCESS; libseccomp must not call
+ * prctl(PR_SET_NO_NEW_PRIVS) before loading (the teardown stage runs under
+ * a filter without prctl, so sb_seccomp_serve sets it itself, once); and
+ * seccomp_load should report the kernel's errno, not -ECANCELED. */
+static int
+set_stage_attrs(scmp_filter_ctx ctx)
+{
+	int rc;
+
+	rc = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH,
+	    SCMP_ACT_KILL_PROCESS);
+	if (rc == 0)
+		rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0);
+	if (rc == 0)
+		rc = seccomp_attr_set(ctx, SCMP_FLTATR_API_SYSRAWRC, 1);
+	return rc;
+}
+
+static int
+load_stage(const struct sb_stage *st)
+{
+	scmp_filter_ctx ctx;
+	int rc;
+
+	/* seccomp_init() includes only the native architecture. */
+	ctx = seccomp_init(SCMP_ACT_KILL_PROCESS);
+	if (ctx == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
+	rc = set_stage_attrs(ctx);
+	if (rc == 0)
+		rc = add_stage_rules(ctx, st);
+	if (rc == 0)
+		rc = seccomp_load(ctx);
+	seccomp_release(ctx);
+	if (rc < 0) {
+		errno = -rc;
+		return -1;
+	}
+	return 0;
+}
+
+int
+sb_seccomp_serve(void)
+{
+	/* Without no_new_privs the kernel would accept the filter only
+	 * because we hold CAP_SYS_ADMIN; with it, the filter provably
+	 * survives any execve (which it kills anyway). */
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
+		return -1;
+	return load_stage(&serve_stage);
+}
+
+int
+sb_seccomp_teardown(void)
+{
+	return load_stage(&teardown_stage);
+}

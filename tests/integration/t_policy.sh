@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The root-owned policy file: who may use loopfd, how many devices, and a
+# refusal to serve, naming the file and the problem, when it is not safe.
+. "$(dirname "$0")/../lib.sh"
+
+mkimage "$T/img" 4
+for i in 1 2 3; do mkimage "$T/i$i.img" 1; done
+
+expect_refusal() {	# expect_refusal WHAT PATTERN
+	if as_nobody "$LOOPFD" run "$T/img" -- true 2> "$T/err"; then
+		fail "$1: served anyway"
+	fi
+	grep -q "$LOOPFD_CONF" "$T/err" || fail "$1: message does not name the file: $(cat "$T/err")"
+	grep -q "$2" "$T/err" || fail "$1: message lacks '$2': $(cat "$T/err")"
+	assert_no_device_for "$T/img"
+}
+
+write_config "allow-users root"
+expect_refusal "user not listed" "not allowed"
+
+write_config "allow-users nobody"
+as_nobody "$LOOPFD" run "$T/img" -- true || fail "listed user refused"
+write_config "allow-groups nogroup"
+as_nobody "$LOOPFD" run "$T/img" -- true || fail "member of a listed group refused"
+
+write_config "allow-grant yes"
+chown $NOBODY "$LOOPFD_CONF"
+expect_refusal "config owned by uid 65534" "must be owned by root"
+
+write_config "allow-grant yes"
+chmod 0664 "$LOOPFD_CONF"
+expect_refusal "group-writable config" "writable"
+
+write_config "allow-grant yes"
+chmod 0602 "$LOOPFD_CONF"
+expect_refusal "world-writable config" "writable"
+
+write_config "alow-grant yes"
+expect_refusal "typo in a keyword" "unknown keyword 'alow-grant'"
+
+write_config "allow-grant yes"
+chmod 0000 "$LOOPFD_CONF"
+mv "$LOOPFD_CONF" "$LOOPFD_CONF.real"; mkdir "$LOOPFD_CONF"
+expect_refusal "config is a directory" "not a regular file"
+rmdir "$LOOPFD_CONF"; mv "$LOOPFD_CONF.real" "$LOOPFD_CONF"; chmod 0644 "$LOOPFD_CONF"
+
+# Per-user limit: 2 devices; the third attach in one run fails clearly.
+write_config "max-devices-per-user 2"
+if as_nobody "$LOOPFD" run "$T/i1.img" "$T/i2.img" "$T/i3.img" -- true 2> "$T/err"; then
+	fail "third device attached past a per-user limit of 2"
+fi
+grep -q "per-user limit" "$T/err" || fail "no per-user limit message: $(cat "$T/err")"
+grep -q "$T/i3.img" "$T/err" || fail "limit message does not name the image: $(cat "$T/err")"
+for i in 1 2 3; do assert_no_device_for "$T/i$i.img"; done
+
+# The limit holds across concurrent sessions, and frees itself when a
+# session dies by SIGKILL.
+as_nobody "$LOOPFD" run "$T/i1.img" "$T/i2.img" -- sh -c 'touch "$1/held"; exec sleep 31.5' sh "$T" &
+holder=$!
+remember_pid $holder
+wait_until 10 test -e "$T/held" || fail "holder did not start"
+if as_nobody "$LOOPFD" run "$T/i3.img" -- true 2> "$T/err"; then
+	fail "limit not enforced across sessions"
+fi
+grep -q "per-user limit" "$T/err" || fail "cross-session limit message: $(cat "$T/err")"
+# root is another user: unaffected.
+"$LOOPFD" run "$T/i3.img" -- true || fail "another user was affected by uid 65534's limit"
+kill -KILL $holder			# the client (setpriv exec'd it)
+pkill -KILL -u $NOBODY -xf "sleep 31.5" || true	# its COMMAND, holding the fds
+wait_until 15 sh -c "[ -z \"\$(losetup -j '$T/i1.img')\$(losetup -j '$T/i2.img')\" ]" \
+	|| fail "killed session's devices not released"
+as_nobody "$LOOPFD" run "$T/i3.img" -- true 2> "$T/err" || { cat "$T/err"; fail "slots not freed after SIGKILL"; }
+
+# A missing file means the defaults.
+remove_config
+as_nobody "$LOOPFD" run "$T/img" -- true || fail "defaults refused"
+note "policy: users/groups, unsafe files refused by name, per-user limit across sessions"

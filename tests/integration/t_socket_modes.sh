@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Socket mode: a root daemon (--listen) and systemd socket activation serve
+# clients that cannot exec a setuid helper: inside bubblewrap (no /dev/loop*,
+# no-new-privs) and inside an unprivileged user namespace.
+. "$(dirname "$0")/../lib.sh"
+
+mkimage "$T/img" 8
+head -c $((2 << 20)) /dev/urandom > "$T/data"
+chmod 0644 "$T/data"
+sock=$T/loopfd.sock
+
+"$HELPER" --listen "$sock" 2> "$T/daemon.log" &
+remember_pid $!
+wait_until 5 test -S "$sock" || fail "daemon did not create $sock"
+[ "$(stat -c %a "$sock")" = 666 ] || fail "socket mode $(stat -c %a "$sock"), want 666"
+
+writer='cat "$1" >&3 && [ "$(head -c 16 <&3 | wc -c)" = 16 ]'
+
+# 1. bubblewrap: everything unshared, a /dev without loop nodes, the socket
+#    bind-mounted in.  The client is uid 65534 and has no_new_privs.
+as_nobody bwrap --unshare-all --die-with-parent --ro-bind / / --dev /dev \
+	--bind "$T" "$T" --ro-bind "$PREFIX" "$PREFIX" \
+	sh -c 'ls /dev/loop-control /dev/loop0 2>/dev/null && exit 20
+	       grep -q "^NoNewPrivs:[[:space:]]*1" /proc/self/status || exit 21
+	       exec "$0" run --socket "$1" "$2" -- sh -c "$3" sh "$4"' \
+	"$LOOPFD" "$sock" "$T/img" "$writer" "$T/data" 2> "$T/err" \
+	|| { cat "$T/err"; fail "client inside bwrap failed"; }
+cmp -n $((2 << 20)) "$T/data" "$T/img" || fail "data from the bwrap client missing"
+assert_no_device_for "$T/img"
+
+# 2. Inside bwrap, the setuid route cannot work: a clear message says so.
+if as_nobody bwrap --unshare-all --ro-bind / / --dev /dev --bind "$T" "$T" \
+	"$LOOPFD" run "$T/img" -- true 2> "$T/err"; then
+	fail "setuid spawn under no_new_privs claimed success"
+fi
+grep -q "no_new_privs" "$T/err" || fail "no hint about no_new_privs: $(cat "$T/err")"
+grep -q "socket" "$T/err" || fail "no pointer to socket mode: $(cat "$T/err")"
+
+# 3. An unprivileged user namespace (root inside, 65534 outside), via LOOPFD_SOCKET.
+: > "$T/img"; truncate -s 8M "$T/img"
+as_nobody env LOOPFD_SOCKET="$sock" unshare -Ur \
+	"$LOOPFD" run "$T/img" -- sh -c "$writer" sh "$T/data" 2> "$T/err" \
+	|| { cat "$T/err"; fail "client in a user namespace failed"; }
+cmp -n $((2 << 20)) "$T/data" "$T/img" || fail "data from the userns client missing"
+
+# 4. systemd socket activation, Accept=no (the helper gets the listening fd)
+#    and Accept=yes (one connection per helper).
+for accept in "" "--accept"; do
+	asock=$T/act$accept.sock
+	systemd-socket-activate --seqpacket $accept -l "$asock" "$HELPER" --systemd \
+		2>> "$T/act.log" &
+	remember_pid $!
+	wait_until 5 test -S "$asock" || fail "systemd-socket-activate did not listen"
+	chmod 0666 "$asock"
+	: > "$T/img"; truncate -s 8M "$T/img"
+	as_nobody "$LOOPFD" run --socket "$asock" "$T/img" -- sh -c "$writer" sh "$T/data" \
+		2> "$T/err" || { cat "$T/err" "$T/act.log"; fail "socket-activated helper ($accept) failed"; }
+	cmp -n $((2 << 20)) "$T/data" "$T/img" || fail "data via socket activation missing"
+done
+assert_no_device_for "$T/img"
+note "daemon: bwrap and userns clients served; setuid under NNP refused clearly; systemd activation both ways"
