@@ -72,8 +72,13 @@ $(O)/pic/%.o: %.c $(O)/paths.h $(wildcard */*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS_ALL) $(CPPFLAGS) $(CFLAGS_ALL) -fPIC -fvisibility=hidden -c $< -o $@
 
+# The helper is a static PIE: a setuid program that needs no dynamic loader
+# cannot be steered by the loader's environment, still starts when the caller
+# left it no free fd (RLIMIT_NOFILE) to open a shared library with, and
+# execs about as fast as a static no-op.
 $(HELPER): $(call objs,$(HELPER_SRC) $(SANDBOX_SRC) $(PROTO_SRC))
-	$(CC) $(CFLAGS_ALL) -pie $(LDFLAGS_ALL) $^ -lseccomp -lcap -o $@
+	$(CC) $(CFLAGS_ALL) -static-pie $(LDFLAGS_ALL) $^ -lseccomp -lcap -o $@ 2> $@.ldlog || { cat $@.ldlog; exit 1; }
+	@grep -v "statically linked applications requires at runtime" $@.ldlog | grep -v "in function" >&2 || true
 
 $(LIB_A): $(call objs,$(LIB_SRC) $(PROTO_SRC))
 	rm -f $@ && ar rcs $@ $^
@@ -90,7 +95,7 @@ $(PC): client/loopfd.pc.in
 	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
 
 # ---- test programs (built with the same flags; not installed) -------------
-TEST_PROGS := $(O)/tests/seccomp_probe \
+TEST_PROGS := $(O)/tests/seccomp_probe $(O)/tests/hostile_exec $(O)/tests/marker_preload.so \
               $(if $(wildcard tests/hostile/rawclient.c),$(O)/tests/rawclient) \
               $(if $(wildcard bench/bench.c),$(O)/tests/bench)
 
@@ -99,6 +104,14 @@ test-programs: $(TEST_PROGS)
 $(O)/tests/seccomp_probe: $(O)/tests/sandbox/seccomp_probe.o $(call objs,$(SANDBOX_SRC))
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -pie $(LDFLAGS_ALL) $^ -lseccomp -lcap -o $@
+
+$(O)/tests/hostile_exec: $(O)/tests/sandbox/hostile_exec.o $(call objs,$(PROTO_SRC))
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -pie $(LDFLAGS_ALL) $^ -o $@
+
+$(O)/tests/marker_preload.so: tests/sandbox/marker_preload.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -fPIC -shared $(LDFLAGS_ALL) $< -o $@
 
 $(O)/tests/rawclient: $(O)/tests/hostile/rawclient.o $(call objs,$(PROTO_SRC))
 	@mkdir -p $(dir $@)

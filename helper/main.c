@@ -372,7 +372,9 @@ int main(int argc, char **argv)
 	if (sb_reset_signals() < 0)
 		die("resetting signals", errno);
 	if (sb_reset_limits() < 0)
-		die("resetting resource limits", errno);
+		die(errno == EPERM ? "RLIMIT_NOFILE: the caller's hard limit is "
+		    "below the 128 fds a session needs, and raising it needs "
+		    "CAP_SYS_RESOURCE" : "resetting resource limits", errno);
 	if (sb_reset_environment() < 0)
 		die("resetting the environment", errno);
 	if (sb_reset_process() < 0)

@@ -18,13 +18,13 @@
 #include "sandbox.h"
 
 /* The fallback loop's upper end where close_range(2) does not exist (< 5.9).
- * RLIMIT_NOFILE's default hard limit is far below this; a caller that raised
- * its own hard limit beyond it could smuggle in fds above it, but only on
- * kernels too old for close_range. */
+ * A caller whose hard RLIMIT_NOFILE is above this could leave fds open
+ * beyond it, but only on kernels that old. */
 #define SB_FALLBACK_FD_MAX 65535U
 
 #define SB_STACK_SOFT (8UL * 1024 * 1024)
 #define SB_NOFILE 1024
+#define SB_NOFILE_MIN 128	/* 64 held devices, their transients, margin */
 
 int
 sb_ensure_stdio(void)
@@ -37,8 +37,7 @@ sb_ensure_stdio(void)
 		if (errno != EBADF)
 			return -1;
 		/* open() returns the lowest free fd, and 0..fd-1 are open by
-		 * now, so this fills exactly the hole at fd.  No O_CLOEXEC:
-		 * these are stdio, not secrets. */
+		 * now, so this fills exactly the hole at fd. */
 		nfd = open("/dev/null", O_RDWR | O_NOCTTY);
 		if (nfd == -1)
 			return -1;
@@ -128,16 +127,27 @@ sb_reset_signals(void)
 		if (sigaction(sig, &sa, NULL) == -1 && errno != EINVAL)
 			return -1;
 	}
+	/* Two deliberate exceptions.  A write to a stderr whose reader is
+	 * gone (SIGPIPE), or past a caller-lowered RLIMIT_FSIZE that cannot
+	 * be raised (SIGXFSZ), must fail as an error, not kill the helper
+	 * between a flush and a clear. */
+	sa.sa_handler = SIG_IGN;
+	if (sigaction(SIGPIPE, &sa, NULL) == -1 ||
+	    sigaction(SIGXFSZ, &sa, NULL) == -1)
+		return -1;
 	if (sigemptyset(&none) == -1)
 		return -1;
 	return sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
 /* Set one limit.  Raising a hard limit needs CAP_SYS_RESOURCE, which the
- * helper still holds when this runs; without it (a test run as a normal
- * user) settle for the highest value the current hard limit allows. */
+ * helper normally holds when this runs, but which a container's bounding
+ * set may lack (this project's CI machines do).  Without it, settle for
+ * what the current hard limit allows, as long as the soft limit reaches
+ * min_soft: below that the helper would fail later, mid-session, so it
+ * fails now (EPERM), before touching any device. */
 static int
-set_limit(int resource, rlim_t soft, rlim_t hard)
+set_limit(int resource, rlim_t soft, rlim_t hard, rlim_t min_soft)
 {
 	struct rlimit rl = { .rlim_cur = soft, .rlim_max = hard };
 
@@ -149,6 +159,10 @@ set_limit(int resource, rlim_t soft, rlim_t hard)
 	if (hard < rl.rlim_max)
 		rl.rlim_max = hard;
 	rl.rlim_cur = soft < rl.rlim_max ? soft : rl.rlim_max;
+	if (rl.rlim_cur < min_soft) {
+		errno = EPERM;
+		return -1;
+	}
 	return setrlimit(resource, &rl);
 }
 
@@ -157,24 +171,28 @@ sb_reset_limits(void)
 {
 	/* No core files: a dump of the helper would hold other users' state
 	 * and could be written where the caller can read it. */
-	if (set_limit(RLIMIT_CORE, 0, 0) == -1)
+	if (set_limit(RLIMIT_CORE, 0, 0, 0) == -1)
 		return -1;
-	/* A known fd budget; also keeps select()-sized assumptions true. */
-	if (set_limit(RLIMIT_NOFILE, SB_NOFILE, SB_NOFILE) == -1)
+	/* A known fd budget.  A caller-lowered one could make recvmsg drop
+	 * passed fds (MSG_CTRUNC) or an open fail with EMFILE halfway
+	 * through a session: refuse to start below SB_NOFILE_MIN instead. */
+	if (set_limit(RLIMIT_NOFILE, SB_NOFILE, SB_NOFILE, SB_NOFILE_MIN) == -1)
 		return -1;
 	/* A caller-lowered CPU or memory limit could kill us with SIGXCPU or
 	 * fail an allocation between BLKFLSBUF and LOOP_CLR_FD. */
-	if (set_limit(RLIMIT_FSIZE, RLIM_INFINITY, RLIM_INFINITY) == -1)
+	if (set_limit(RLIMIT_FSIZE, RLIM_INFINITY, RLIM_INFINITY, 0) == -1)
 		return -1;
-	if (set_limit(RLIMIT_CPU, RLIM_INFINITY, RLIM_INFINITY) == -1)
+	if (set_limit(RLIMIT_CPU, RLIM_INFINITY, RLIM_INFINITY, 0) == -1)
 		return -1;
-	if (set_limit(RLIMIT_AS, RLIM_INFINITY, RLIM_INFINITY) == -1)
+	if (set_limit(RLIMIT_AS, RLIM_INFINITY, RLIM_INFINITY, 0) == -1)
 		return -1;
-	if (set_limit(RLIMIT_DATA, RLIM_INFINITY, RLIM_INFINITY) == -1)
+	if (set_limit(RLIMIT_DATA, RLIM_INFINITY, RLIM_INFINITY, 0) == -1)
 		return -1;
-	/* An unlimited soft stack changes the mmap layout (legacy, bottom-up)
-	 * on some kernels; 8 MiB is the usual default. */
-	return set_limit(RLIMIT_STACK, SB_STACK_SOFT, RLIM_INFINITY);
+	/* 8 MiB soft, the usual default.  The caller's stack limit already
+	 * shaped our layout at execve (an unlimited one once selected the
+	 * legacy, less random mmap layout); from here on it only bounds
+	 * stack growth, and the hard limit stays open for that. */
+	return set_limit(RLIMIT_STACK, SB_STACK_SOFT, RLIM_INFINITY, 0);
 }
 
 int

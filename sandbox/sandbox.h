@@ -20,13 +20,17 @@ int sb_ensure_stdio(void);
 /* Close every fd above 2 except the n fds in keep[]. */
 int sb_close_fds_except(const int *keep, size_t n);
 
-/* Every signal disposition back to SIG_DFL, the signal mask emptied. */
+/* Every signal disposition back to SIG_DFL, except SIGPIPE and SIGXFSZ
+ * ignored (a failed log write is an error, not a death); mask emptied. */
 int sb_reset_signals(void);
 
 /* Resource limits to fixed values: RLIMIT_CORE 0; RLIMIT_NOFILE 1024;
  * RLIMIT_FSIZE, RLIMIT_CPU, RLIMIT_AS, RLIMIT_DATA, RLIMIT_STACK unlimited
  * where the hard limit allows (root may raise it).  A caller-lowered limit
- * must not make the helper fail halfway through a release. */
+ * must not make the helper fail halfway through a release.  Where the hard
+ * limit cannot be raised (no CAP_SYS_RESOURCE, e.g. a container's bounding
+ * set) the soft limit goes as high as the hard one allows, and the call
+ * fails with EPERM if that leaves RLIMIT_NOFILE below 128. */
 int sb_reset_limits(void);
 
 /* Replace the environment with a fixed minimal one (PATH only). */

@@ -51,6 +51,11 @@ struct sb_stage {
 #define SB_OPEN_FLAGS (O_ACCMODE | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | \
 	O_NOFOLLOW | SB_KERNEL_O_LARGEFILE)
 
+/* restart_syscall is in both lists because the kernel itself issues it: a
+ * nanosleep, clock_nanosleep or timed poll interrupted by a stop signal
+ * (SIGSTOP, or SIGTSTP from a terminal) resumes through it after SIGCONT.
+ * Without it, stopping and continuing the helper kills it mid-session.  It
+ * only resumes a syscall this filter already let through. */
 static const int serve_syscalls[] = {
 	SCMP_SYS(read), SCMP_SYS(write), SCMP_SYS(writev),
 	SCMP_SYS(recvmsg), SCMP_SYS(sendmsg),
@@ -67,6 +72,7 @@ static const int serve_syscalls[] = {
 	SCMP_SYS(brk), SCMP_SYS(munmap), SCMP_SYS(mremap),
 	SCMP_SYS(madvise),
 	SCMP_SYS(rt_sigreturn), SCMP_SYS(rt_sigprocmask),
+	SCMP_SYS(restart_syscall),
 	SCMP_SYS(exit), SCMP_SYS(exit_group),
 	SCMP_SYS(getrandom),
 };
@@ -92,6 +98,7 @@ static const int teardown_syscalls[] = {
 	SCMP_SYS(getpid),
 	SCMP_SYS(brk), SCMP_SYS(munmap), SCMP_SYS(madvise),
 	SCMP_SYS(rt_sigreturn),
+	SCMP_SYS(restart_syscall),
 	SCMP_SYS(exit), SCMP_SYS(exit_group),
 };
 
@@ -114,6 +121,31 @@ static const struct sb_stage teardown_stage = {
 	.allow_openat = 0,
 	.allow_stacking = 0,
 };
+
+/* Argument comparisons, spelled out rather than through SCMP_A<n>(), whose
+ * two-value form leaves datum_b to an implicit zero that clang warns about
+ * (-Wmissing-field-initializers). */
+static struct scmp_arg_cmp
+arg_equals(unsigned int arg, scmp_datum_t value)
+{
+	struct scmp_arg_cmp c = {
+		.arg = arg, .op = SCMP_CMP_EQ, .datum_a = value, .datum_b = 0,
+	};
+
+	return c;
+}
+
+/* (argument & mask) == 0: none of the bits in mask set. */
+static struct scmp_arg_cmp
+arg_lacks_bits(unsigned int arg, scmp_datum_t mask)
+{
+	struct scmp_arg_cmp c = {
+		.arg = arg, .op = SCMP_CMP_MASKED_EQ, .datum_a = mask,
+		.datum_b = 0,
+	};
+
+	return c;
+}
 
 /*
  * The rule helpers below return what libseccomp returns: 0, or -errno.
@@ -147,7 +179,7 @@ allow_ioctls(scmp_filter_ctx ctx, const unsigned long *reqs, size_t n)
 	 * would let such aliases through unnoticed, this kills them. */
 	for (i = 0; i < n; i++) {
 		rc = seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl),
-		    1, SCMP_A1(SCMP_CMP_EQ, (scmp_datum_t)reqs[i]));
+		    1, arg_equals(1, (scmp_datum_t)reqs[i]));
 		if (rc < 0)
 			return rc;
 	}
@@ -162,11 +194,11 @@ allow_noexec_memory(scmp_filter_ctx ctx)
 	int rc;
 
 	rc = seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mmap), 1,
-	    SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
+	    arg_lacks_bits(2, PROT_EXEC));
 	if (rc < 0)
 		return rc;
 	return seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mprotect),
-	    1, SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
+	    1, arg_lacks_bits(2, PROT_EXEC));
 }
 
 static int
@@ -178,18 +210,21 @@ allow_plain_openat(scmp_filter_ctx ctx)
 	scmp_datum_t forbidden = ~(scmp_datum_t)SB_OPEN_FLAGS;
 
 	return seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, SCMP_SYS(openat),
-	    1, SCMP_A2(SCMP_CMP_MASKED_EQ, forbidden, 0));
+	    1, arg_lacks_bits(2, forbidden));
 }
 
 /* Let this stage install a further filter (the next stage) and nothing
- * more: SECCOMP_SET_MODE_FILTER with no flags, so no TSYNC, no user
- * notification listener (a filter can only ever narrow what is allowed). */
+ * more: SECCOMP_SET_MODE_FILTER with no flags, so no TSYNC and no user
+ * notification listener.  A stacked filter can only narrow what is
+ * allowed.  libseccomp probes the kernel's seccomp features (other
+ * seccomp() operations) once per process, at the first seccomp_init(),
+ * before this stage is loaded; the teardown load itself is one plain
+ * SECCOMP_SET_MODE_FILTER call. */
 static int
 allow_stacking(scmp_filter_ctx ctx)
 {
 	return seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, SCMP_SYS(seccomp),
-	    2, SCMP_A0(SCMP_CMP_EQ, SECCOMP_SET_MODE_FILTER),
-	    SCMP_A1(SCMP_CMP_EQ, 0));
+	    2, arg_equals(0, SECCOMP_SET_MODE_FILTER), arg_equals(1, 0));
 }
 
 static int
@@ -255,9 +290,10 @@ load_stage(const struct sb_stage *st)
 int
 sb_seccomp_serve(void)
 {
-	/* Without no_new_privs the kernel would accept the filter only
-	 * because we hold CAP_SYS_ADMIN; with it, the filter provably
-	 * survives any execve (which it kills anyway). */
+	/* The kernel takes a filter from a process with no_new_privs or
+	 * CAP_SYS_ADMIN.  sb_narrow_caps has normally set it already; set it
+	 * here too so this step depends neither on the order of the others
+	 * nor on which capabilities are kept. */
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
 		return -1;
 	return load_stage(&serve_stage);

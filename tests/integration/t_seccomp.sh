@@ -8,7 +8,8 @@
 #  - capabilities: exact sets, securebits and no_new_privs after
 #    sb_narrow_caps, called twice as the daemon does; one way only.
 #  - hygiene: a setuid copy of the probe run as nobody with lowered limits,
-#    ignored signals, stray fds and env, comes out clean and fully root.
+#    ignored signals, stray fds and env, comes out clean and fully root
+#    (or, where the hard fd limit cannot be raised, refuses to start).
 #  - Landlock: outside /dev nothing opens; inside, devices open and device
 #    ioctls reach the driver.
 . "$(dirname "$0")/../lib.sh"
@@ -82,6 +83,24 @@ for a in $FORBIDDEN $TEARDOWN_GONE; do
 done
 for a in $TEARDOWN_OK; do expect_returns teardown "$a"; done
 
+echo "stop and continue during a sleep, both stages"
+# A sleep interrupted by SIGSTOP resumes through restart_syscall(2) after
+# SIGCONT; a filter without it kills a helper that was merely stopped.
+# 230 = clock_nanosleep, which glibc's nanosleep() uses.
+in_sleep() { grep -q '^230 ' "/proc/$1/syscall"; }
+is_stopped() { grep -q '^State:[[:space:]]*T' "/proc/$1/status"; }
+for stage in serve teardown; do
+	"$PROBE" "$stage" ok_sleep 2>>"$LOG" &
+	pid=$!
+	remember_pid "$pid"
+	wait_until 5 in_sleep "$pid" || fail "$stage ok_sleep: never slept"
+	kill -STOP "$pid"
+	wait_until 5 is_stopped "$pid" || fail "$stage ok_sleep: did not stop"
+	kill -CONT "$pid"
+	rc=0; wait "$pid" || rc=$?
+	[ "$rc" = 0 ] || fail "$stage: stopped and continued sleep: exit status $rc"
+done
+
 # has OUTPUT LINE: OUTPUT contains LINE exactly.
 has() { grep -qxF -- "$2" <<<"$1" || fail "missing line: $2"$'\n'"$1"; }
 TAB=$'\t'
@@ -117,22 +136,43 @@ expect_narrowed "$out" first $SYS_ADMIN
 expect_narrowed "$out" second $SYS_ADMIN
 has "$out" "raise: EPERM"
 
+echo "hygiene: stdio reopened when the caller closed it"
+# Not setuid, so glibc does not reopen fd 0 first (for setuid programs it
+# opens /dev/full there itself); sb_ensure_stdio has to.
+out=$("$PROBE" caps 1 0 <&-) || fail "caps with stdin closed: $out"
+has "$out" "stdin: /dev/null"
+
+# hostile_run NOFILE_ULIMIT_ARGS...: the setuid probe, run by nobody from a
+# hostile starting state: fd limit lowered as given, SIGPIPE/SIGTERM
+# ignored, stdin closed, stray fds 8 and 9 (7 is the one the probe keeps),
+# an extra environment variable, an odd cwd and umask.
+hostile_run() {
+	(cd "$T" && umask 0 && trap '' PIPE TERM && ulimit "$@" &&
+		as_nobody env LOOPFD_PROBE_JUNK=1 "$T/probe-suid" caps 1 0 \
+		<&- 7</dev/null 8</dev/null 9</dev/null 2>&1)
+}
+
+# Raising a hard limit needs CAP_SYS_RESOURCE (bit 24), which some
+# containers (this project's CI machines) keep out of every bounding set.
+have_sys_resource() {
+	local bnd
+	bnd=$(awk '/^CapBnd:/ { print $2 }' /proc/self/status)
+	(( (16#$bnd >> 24) & 1 ))
+}
+
 echo "hygiene: setuid probe run by nobody from a hostile starting state"
 if findmnt -no OPTIONS -T "$T" | grep -qw nosuid; then
-	note "$T is on a nosuid mount: setuid hygiene check skipped"
+	note "$T is on a nosuid mount: setuid hygiene checks skipped"
 else
 	cp "$PROBE" "$T/probe-suid"
 	chown root:root "$T/probe-suid"
 	chmod 4755 "$T/probe-suid"
-	# Lowered fd limit (soft and hard), SIGPIPE/SIGTERM ignored, stdin
-	# closed, stray fds 8 and 9 (7 is the one the probe keeps), an extra
-	# environment variable, an odd cwd and umask.
-	out=$(cd "$T" && umask 0 && trap '' PIPE TERM && ulimit -n 64 &&
-		as_nobody env LOOPFD_PROBE_JUNK=1 "$T/probe-suid" caps 1 0 \
-		<&- 7</dev/null 8</dev/null 9</dev/null 2>&1) ||
-		fail "setuid caps 1 0: $out"
+	# Soft fd limit lowered: raising a soft limit up to the hard one
+	# needs no capability.
+	out=$(hostile_run -Sn 64) || fail "setuid caps 1 0: $out"
 	has "$out" "fds: 0 1 2 7"
-	has "$out" "stdin: /dev/null"
+	# glibc opens /dev/full on a setuid program's closed fd 0.
+	grep -qxE "stdin: /dev/(null|full)" <<<"$out" || fail "stdin not reopened: $out"
 	has "$out" "nofile: 1024 1024"
 	has "$out" "core: 0 0"
 	has "$out" "env: PATH=/usr/sbin:/usr/bin:/sbin:/bin"
@@ -143,10 +183,23 @@ else
 	has "$out" "first Uid:${TAB}0${TAB}0${TAB}0${TAB}0"
 	has "$out" "first Gid:${TAB}0${TAB}0${TAB}0${TAB}0"
 	grep -qE "^first Groups:[[:space:]]*$" <<<"$out" || fail "groups kept: $out"
-	has "$out" "first SigIgn:${TAB}0000000000000000"
+	# SIGPIPE and SIGXFSZ only: failed log writes are errors, not deaths.
+	has "$out" "first SigIgn:${TAB}0000000001001000"
 	has "$out" "first SigBlk:${TAB}0000000000000000"
 	expect_narrowed "$out" first $SYS_ADMIN_CHOWN
 	expect_narrowed "$out" second $SYS_ADMIN
+
+	# Hard fd limit lowered: raised with CAP_SYS_RESOURCE, else refused
+	# up front rather than running short of fds mid-session.
+	rc=0; out=$(hostile_run -n 64) || rc=$?
+	if have_sys_resource; then
+		[ "$rc" = 0 ] || fail "hard-lowered nofile: exit $rc: $out"
+		has "$out" "nofile: 1024 1024"
+	else
+		note "no CAP_SYS_RESOURCE in the bounding set: expecting a refusal"
+		[ "$rc" = 2 ] || fail "hard-lowered nofile: exit $rc, expected 2: $out"
+		has "$out" "hygiene: EPERM"
+	fi
 fi
 
 echo "landlock: /dev only"

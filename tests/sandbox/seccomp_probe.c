@@ -39,6 +39,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sandbox.h"
@@ -291,6 +292,16 @@ act_ok_malloc(void)
 }
 
 static long
+act_ok_sleep(void)
+{
+	struct timespec ts = { .tv_sec = 1, .tv_nsec = 0 };
+
+	/* The test stops and continues us meanwhile: the kernel then resumes
+	 * the sleep through restart_syscall(2), not nanosleep. */
+	return nanosleep(&ts, NULL);
+}
+
+static long
 act_seccomp_stack(void)
 {
 	/* Loading another filter: the serving stage allows it (that is how
@@ -338,6 +349,7 @@ static const struct {
 	{ "ok_write", act_ok_write },
 	{ "ok_mmap_noexec", act_ok_mmap_noexec },
 	{ "ok_malloc", act_ok_malloc },
+	{ "ok_sleep", act_ok_sleep },
 	{ "seccomp_stack", act_seccomp_stack },
 	{ "teardown_recvmsg", act_teardown_recvmsg },
 	{ "teardown_openat", act_ok_openat_rdonly },
