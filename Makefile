@@ -96,6 +96,7 @@ $(PC): client/loopfd.pc.in
 
 # ---- test programs (built with the same flags; not installed) -------------
 TEST_PROGS := $(O)/tests/seccomp_probe $(O)/tests/hostile_exec $(O)/tests/marker_preload.so \
+              $(O)/tests/devctl \
               $(if $(wildcard tests/hostile/rawclient.c),$(O)/tests/rawclient) \
               $(if $(wildcard bench/bench.c),$(O)/tests/bench)
 
@@ -106,6 +107,10 @@ $(O)/tests/seccomp_probe: $(O)/tests/sandbox/seccomp_probe.o $(call objs,$(SANDB
 	$(CC) $(CFLAGS_ALL) -pie $(LDFLAGS_ALL) $^ -lseccomp -lcap -o $@
 
 $(O)/tests/hostile_exec: $(O)/tests/sandbox/hostile_exec.o $(call objs,$(PROTO_SRC))
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -pie $(LDFLAGS_ALL) $^ -o $@
+
+$(O)/tests/devctl: $(O)/tests/sandbox/devctl.o
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -pie $(LDFLAGS_ALL) $^ -o $@
 

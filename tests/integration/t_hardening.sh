@@ -94,6 +94,19 @@ out=$(as_nobody "$HX" --nofile-soft 4 --image "$T/img" "$HELPER" 2>&1) || fail "
 out=$(as_nobody "$HX" --fsize 0 --image "$T/img" "$HELPER" 2>&1) || fail "RLIMIT_FSIZE 0: $out"
 [ "$out" = served ] || fail "RLIMIT_FSIZE 0: $out"
 
+# A non-root invoker gets --fd only: no root-owned sockets where it likes,
+# no posing as systemd.
+set +e
+as_nobody "$HELPER" --listen "$T/evil.sock" 2> "$T/err"; rc=$?
+set -e
+[ $rc = 2 ] || fail "--listen from uid 65534: exit $rc, want 2"
+[ ! -e "$T/evil.sock" ] || fail "--listen from uid 65534 created a socket"
+grep -q "only '--fd N'" "$T/err" || fail "--listen refusal unclear: $(cat "$T/err")"
+set +e
+as_nobody env LISTEN_FDS=1 LISTEN_PID=1 "$HELPER" --systemd 2> /dev/null; rc=$?
+set -e
+[ $rc = 2 ] || fail "--systemd from uid 65534: exit $rc, want 2"
+
 # The marker library works: it marks an ordinary program...
 as_nobody env LD_PRELOAD="$BUILD/tests/marker_preload.so" LOOPFD_MARKER="$T/control" true
 [ -s "$T/control" ] || fail "marker library does not work: the LD_PRELOAD test proves nothing"

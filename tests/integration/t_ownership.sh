@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# A client can clear or re-point its own device through the fd it was
+# given.  The helper must then never flush or clear a binding that is not
+# the one it made: it checks the disk sequence number and the backing
+# dev/inode through its own fd first, and says clearly what happened.
+. "$(dirname "$0")/../lib.sh"
+
+DEVCTL=$BUILD/tests/devctl
+mkimage "$T/img" 8
+mkimage "$T/other.img" 8
+head -c $((1 << 20)) /dev/urandom > "$T/data"
+chmod 0644 "$T/data"
+
+# 1. LOOP_CLR_FD through the client's fd: the helper still holds the device,
+#    so the kernel only marks it autoclear; the binding is still ours and the
+#    release flushes and detaches as usual, data intact.
+as_nobody "$LOOPFD" run "$T/img" -- sh -c 'cat "$1" >&3 && "$2" clear 3' \
+	sh "$T/data" "$DEVCTL" > "$T/out" 2> "$T/err" || { cat "$T/out" "$T/err"; fail "release after a client LOOP_CLR_FD failed"; }
+grep -q "LOOP_CLR_FD: ok" "$T/out" || fail "the client's LOOP_CLR_FD was not accepted: $(cat "$T/out")"
+cmp -n $((1 << 20)) "$T/data" "$T/img" || fail "data lost after a client LOOP_CLR_FD"
+assert_no_device_for "$T/img"
+
+# 2. LOOP_SET_STATUS64 (new offset) through the client's fd: still the same
+#    binding; released normally.
+as_nobody "$LOOPFD" run "$T/img" -- "$DEVCTL" offset 3 4096 > "$T/out" 2> "$T/err" \
+	|| { cat "$T/out" "$T/err"; fail "release after a client LOOP_SET_STATUS64 failed"; }
+grep -q "LOOP_SET_STATUS64: ok" "$T/out" || fail "LOOP_SET_STATUS64 not accepted: $(cat "$T/out")"
+assert_no_device_for "$T/img"
+
+# 3. LOOP_CHANGE_FD (read-only devices): the device now reads another file.
+#    The helper must not flush or clear it as if it were the attachment it
+#    made; the run fails, naming the device and the reason.
+before=$(sha256sum < "$T/other.img")
+set +e
+as_nobody "$LOOPFD" run -r "$T/img" -- "$DEVCTL" change 3 "$T/other.img" > "$T/out" 2> "$T/err"
+rc=$?
+set -e
+grep -q "LOOP_CHANGE_FD: ok" "$T/out" || fail "LOOP_CHANGE_FD not accepted: $(cat "$T/out")"
+[ $rc != 0 ] || fail "release of a re-pointed device reported success"
+grep -q "no longer the attachment" "$T/err" || fail "no clear message: $(cat "$T/err")"
+grep -Eq "/dev/loop[0-9]+" "$T/err" || fail "message does not name the device: $(cat "$T/err")"
+# Nothing keeps it open now: autoclear detaches it at the last close.
+wait_until 10 sh -c "[ -z \"\$(losetup -j '$T/other.img')\" ]" || fail "re-pointed device left attached"
+[ "$(sha256sum < "$T/other.img")" = "$before" ] || fail "the other file changed"
+assert_no_device_for "$T/img"
+note "client CLR_FD/SET_STATUS64: released normally; CHANGE_FD: refused as re-pointed, untouched"
