@@ -13,6 +13,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "sandbox.h"
@@ -107,6 +108,22 @@ sb_close_fds_except(const int *keep, size_t n)
 	return close_span(lo, ~0U);
 }
 
+/* The kernel's struct sigaction on x86-64 and other 64-bit ABIs. */
+struct kernel_sigaction {
+	void (*handler)(int);
+	unsigned long flags;
+	void (*restorer)(void);
+	unsigned long mask;
+};
+
+static int
+reset_reserved_signal(int sig)
+{
+	struct kernel_sigaction ksa = { .handler = SIG_DFL };
+
+	return (int)syscall(SYS_rt_sigaction, sig, &ksa, NULL, sizeof(ksa.mask));
+}
+
 int
 sb_reset_signals(void)
 {
@@ -122,9 +139,13 @@ sb_reset_signals(void)
 	for (sig = 1; sig < NSIG; sig++) {
 		if (sig == SIGKILL || sig == SIGSTOP)
 			continue;
-		/* glibc reserves two realtime signals for itself and refuses
-		 * them with EINVAL; those are not the caller's to set. */
-		if (sigaction(sig, &sa, NULL) == -1 && errno != EINVAL)
+		if (sigaction(sig, &sa, NULL) == 0)
+			continue;
+		/* glibc reserves two realtime signals for itself (cancellation,
+		 * setxid) and refuses them with EINVAL, but an ignore set by
+		 * the caller is inherited all the same: reset them with the
+		 * raw syscall. */
+		if (errno != EINVAL || reset_reserved_signal(sig) == -1)
 			return -1;
 	}
 	/* Two deliberate exceptions.  A write to a stderr whose reader is
