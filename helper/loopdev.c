@@ -532,15 +532,21 @@ static enum clear_state flush_and_clear(const struct device *d, uint32_t timeout
 					struct lfd_msg *lost_err,
 					struct lfd_msg *clear_err)
 {
-	uint64_t start = now_ms();
+	uint64_t start = 0;
 	enum clear_state st;
 
 	for (;;) {
 		if (flush_device(d, lost_err) < 0)
 			*lost = 1;
 		st = clear_device(d, clear_err);
+		if (st != CLEAR_PENDING)
+			return st;
+		/* The wait counts from the first round that found other
+		 * openers: a long flush is never cut short. */
+		if (start == 0)
+			start = now_ms();
 		*waited_ms = (uint32_t)(now_ms() - start);
-		if (st != CLEAR_PENDING || *waited_ms >= timeout_ms)
+		if (*waited_ms >= timeout_ms)
 			return st;
 		sleep_ms(RELEASE_POLL_MS);
 	}

@@ -18,7 +18,7 @@ install_temp_prefix demo
 trap 'rm -rf "$LOOPFD_T"' EXIT
 t_build=$(( $(ms) - t0 ))
 W=$LOOPFD_T/work
-mkdir -m 0755 "$W"
+mkdir -m 01777 "$W"	# uid 65534 writes its tool log here
 nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups -- "$@"; }
 
 truncate -s 96M "$W/scratch.img"
@@ -35,9 +35,9 @@ nobody "$PREFIX/bin/loopfd" run --grant -v "$W/scratch.img" -- sh -c '
 	w=$1
 	# a FAT filesystem in the first 64 MiB, through the device (path-based
 	# tools need --grant: uid 65534 cannot reopen a root-owned node)
-	mkfs.fat -n LOOPFD /dev/fd/3 $((64 * 1024)) >/dev/null
+	mkfs.fat -n LOOPFD /dev/fd/3 $((64 * 1024)) > "$w/tools.log" 2>&1
 	export MTOOLS_SKIP_CHECK=1
-	mcopy -i /dev/fd/3 "$w/file1.bin" "$w/file2.bin" ::/
+	mcopy -i /dev/fd/3 "$w/file1.bin" "$w/file2.bin" ::/ 2>> "$w/tools.log"
 	# 16 MiB of raw buffered writes past the filesystem, never fsynced
 	dd if="$w/raw.bin" bs=1M seek=64 conv=notrunc status=none >&3
 ' sh "$W" 2> "$W/loopfd.err" || { cat "$W/loopfd.err"; echo "demo: loopfd run FAILED"; exit 1; }

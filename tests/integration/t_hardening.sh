@@ -27,7 +27,7 @@ assert_sandboxed() {
 # live_session [ARGS...]: start a held session as uid 65534; sets CLI and HPID.
 live_session() {
 	rm -f "$T/ready" "$T/go"
-	as_nobody "$LOOPFD" run "$@" "$T/img" -- sh -c 'echo $PPID > "$1/ready"; while [ ! -e "$1/go" ]; do sleep 0.05; done' sh "$T" &
+	as_nobody "$LOOPFD" run "$@" "$T/img" -- sh -c 'echo $PPID > "$1/ready"; while [ ! -e "$1/go" ] && [ -d "$1" ]; do sleep 0.05; done' sh "$T" &
 	CLI=$!
 	remember_pid $CLI
 	wait_until 10 test -s "$T/ready" || fail "session did not start"
@@ -61,7 +61,7 @@ remember_pid $daemon
 wait_until 5 test -S "$T/sock" || fail "daemon did not start"
 assert_sandboxed "$daemon" 0000000000200001 "daemon listener" skip
 rm -f "$T/ready" "$T/go"
-as_nobody "$LOOPFD" run --socket "$T/sock" "$T/img" -- sh -c 'echo $$ > "$1/ready"; while [ ! -e "$1/go" ]; do sleep 0.05; done' sh "$T" &
+as_nobody "$LOOPFD" run --socket "$T/sock" "$T/img" -- sh -c 'echo $$ > "$1/ready"; while [ ! -e "$1/go" ] && [ -d "$1" ]; do sleep 0.05; done' sh "$T" &
 CLI=$!
 remember_pid $CLI
 wait_until 10 test -s "$T/ready" || fail "daemon session did not start"
