@@ -202,8 +202,10 @@ analyze: $(O)/paths.h
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performance \
 		--inline-suppr --std=c11 -D_GNU_SOURCE -I$(O) -Iprotocol -Isandbox \
 		-Ihelper -Iclient --suppress=missingIncludeSystem $(ALL_SRC)
+	@# valist.Uninitialized: clang-tidy 14 flags every va_start'ed list passed
+	@# to vsnprintf as uninitialized (a known false positive of that release).
 	clang-tidy --quiet --warnings-as-errors='*' \
-		--checks='-*,clang-analyzer-*,bugprone-*,-bugprone-easily-swappable-parameters,-bugprone-reserved-identifier,-bugprone-assignment-in-if-condition,-bugprone-narrowing-conversions,-clang-analyzer-security.insecureAPI.DeprecatedOrUnsafeBufferHandling' \
+		--checks='-*,clang-analyzer-*,bugprone-*,-bugprone-easily-swappable-parameters,-bugprone-reserved-identifier,-bugprone-assignment-in-if-condition,-bugprone-narrowing-conversions,-clang-analyzer-security.insecureAPI.DeprecatedOrUnsafeBufferHandling,-clang-analyzer-valist.Uninitialized' \
 		$(ALL_SRC) -- $(CPPFLAGS_ALL) -std=gnu11
 
 asan:

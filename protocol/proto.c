@@ -132,20 +132,30 @@ static void get_device(struct cursor *c, struct lfd_device *d)
 	d->backing_ino = get64(c);
 }
 
-/* Body size of op, or -1 for an unknown op.  LIST replies are variable. */
+/* Body size of each op; LIST replies are variable and checked apart. */
+static const struct {
+	uint16_t op;
+	uint16_t size;
+} body_sizes[] = {
+	{ LFD_OP_HELLO,			LFD_HELLO_REQ_SIZE },
+	{ LFD_OP_HELLO | LFD_REPLY,	LFD_HELLO_REP_SIZE },
+	{ LFD_OP_ATTACH,		LFD_ATTACH_REQ_SIZE },
+	{ LFD_OP_ATTACH | LFD_REPLY,	LFD_DEVICE_SIZE },
+	{ LFD_OP_RELEASE,		LFD_RELEASE_REQ_SIZE },
+	{ LFD_OP_RELEASE | LFD_REPLY,	LFD_RELEASE_REP_SIZE },
+	{ LFD_OP_LIST,			LFD_LIST_REQ_SIZE },
+	{ LFD_OP_ERROR,			LFD_ERROR_SIZE },
+};
+
+/* Body size of op, or -1 for an unknown op (and for LIST replies). */
 static long body_size(uint16_t op)
 {
-	switch (op) {
-	case LFD_OP_HELLO:			return LFD_HELLO_REQ_SIZE;
-	case LFD_OP_HELLO | LFD_REPLY:		return LFD_HELLO_REP_SIZE;
-	case LFD_OP_ATTACH:			return LFD_ATTACH_REQ_SIZE;
-	case LFD_OP_ATTACH | LFD_REPLY:		return LFD_DEVICE_SIZE;
-	case LFD_OP_RELEASE:			return LFD_RELEASE_REQ_SIZE;
-	case LFD_OP_RELEASE | LFD_REPLY:	return LFD_RELEASE_REP_SIZE;
-	case LFD_OP_LIST:			return LFD_LIST_REQ_SIZE;
-	case LFD_OP_ERROR:			return LFD_ERROR_SIZE;
-	default:				return -1;
-	}
+	size_t i;
+
+	for (i = 0; i < sizeof(body_sizes) / sizeof(body_sizes[0]); i++)
+		if (body_sizes[i].op == op)
+			return body_sizes[i].size;
+	return -1;
 }
 
 int lfd_fds_for_op(uint16_t op)
