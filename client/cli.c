@@ -71,6 +71,15 @@ static void usage_error(const char *fmt, ...)
 	exit(2);
 }
 
+/* --help > /dev/full must not succeed silently. */
+static int flush_stdout(void)
+{
+	if (fflush(stdout) == 0 && !ferror(stdout))
+		return 0;
+	perror("loopfd: writing to standard output");
+	return 1;
+}
+
 static int print_help(void)
 {
 	printf(
@@ -144,13 +153,13 @@ static int print_help(void)
 "      the helper's run-time state\n",
 	       LOOPFD_HELPER_PATH, LOOPFD_HELPER_PATH, LOOPFD_CONFIG_PATH,
 	       LOOPFD_RUNDIR);
-	return fflush(stdout) == 0 ? 0 : 1;
+	return flush_stdout();
 }
 
 static int print_version(void)
 {
 	printf("loopfd %s\n", LOOPFD_VERSION);
-	return fflush(stdout) == 0 ? 0 : 1;
+	return flush_stdout();
 }
 
 /* ---- numbers --------------------------------------------------------------- */

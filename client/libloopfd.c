@@ -15,13 +15,12 @@
 #include "paths.h"
 
 #include <errno.h>
-#include <signal.h>
+#include <fcntl.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -114,6 +113,8 @@ static int helper_error(struct loopfd_error *err, uint16_t op,
 	/* An errno value the helper made up would mislead strerror(). */
 	if (code <= 0 || code >= 4096)
 		code = lfd_reason_errno((enum lfd_reason)e->reason);
+	if (code == 0)		/* reason "none" in an error reply */
+		code = EPROTO;
 	clean_text(text, sizeof(text), e->text);
 	if (text[0] == '\0')
 		snprintf(text, sizeof(text), "%s",
