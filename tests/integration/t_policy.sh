@@ -55,21 +55,63 @@ for i in 1 2 3; do assert_no_device_for "$T/i$i.img"; done
 
 # The limit holds across concurrent sessions, and frees itself when a
 # session dies by SIGKILL.
-as_nobody "$LOOPFD" run "$T/i1.img" "$T/i2.img" -- sh -c 'touch "$1/held"; exec sleep 31.5' sh "$T" &
+as_nobody "$LOOPFD" run "$T/i1.img" "$T/i2.img" -- sh -c 'echo $PPID > "$1/held"; exec sleep 31.5' sh "$T" &
 holder=$!
 remember_pid $holder
-wait_until 10 test -e "$T/held" || fail "holder did not start"
+wait_until 10 test -s "$T/held" || fail "holder did not start"
 if as_nobody "$LOOPFD" run "$T/i3.img" -- true 2> "$T/err"; then
 	fail "limit not enforced across sessions"
 fi
 grep -q "per-user limit" "$T/err" || fail "cross-session limit message: $(cat "$T/err")"
 # root is another user: unaffected.
 "$LOOPFD" run "$T/i3.img" -- true || fail "another user was affected by uid 65534's limit"
-kill -KILL $holder			# the client (setpriv exec'd it)
+kill -KILL "$(cat "$T/held")"		# the client itself
 pkill -KILL -u $NOBODY -xf "sleep 31.5" || true	# its COMMAND, holding the fds
 wait_until 15 sh -c "[ -z \"\$(losetup -j '$T/i1.img')\$(losetup -j '$T/i2.img')\" ]" \
 	|| fail "killed session's devices not released"
 as_nobody "$LOOPFD" run "$T/i3.img" -- true 2> "$T/err" || { cat "$T/err"; fail "slots not freed after SIGKILL"; }
+
+# The same slots are counted whatever the mode: with 2 devices held through
+# setuid sessions, a daemon-mode attach by the same user is refused too.  And
+# killing the helper (root can) frees its slots just like a client's death.
+"$HELPER" --listen "$T/sock" 2> "$T/daemon.log" &
+remember_pid $!
+wait_until 5 test -S "$T/sock" || fail "daemon did not start"
+rm -f "$T/held"
+as_nobody "$LOOPFD" run "$T/i1.img" "$T/i2.img" -- sh -c 'echo $PPID > "$1/held"; exec sleep 31.5' sh "$T" &
+holder=$!
+remember_pid $holder
+wait_until 10 test -s "$T/held" || fail "holder did not start"
+if as_nobody "$LOOPFD" run --socket "$T/sock" "$T/i3.img" -- true 2> "$T/err"; then
+	fail "per-user limit not enforced across setuid and daemon modes"
+fi
+grep -q "per-user limit" "$T/err" || fail "cross-mode limit message: $(cat "$T/err")"
+pkill -KILL -P "$(cat "$T/held")" -x loopfd-helper || fail "no setuid helper to kill"
+wait_until 10 sh -c "as_nobody() { setpriv --reuid=$NOBODY --regid=$NOBODY --clear-groups -- \"\$@\"; }; as_nobody '$LOOPFD' run --socket '$T/sock' '$T/i3.img' -- true 2>/dev/null" \
+	|| fail "slots of a SIGKILLed helper were not freed"
+pkill -KILL -u $NOBODY -xf "sleep 31.5" || true
+wait "$holder" 2>/dev/null || true
+# Devices of the killed helper had AUTOCLEAR: gone once their last opener is.
+wait_until 15 sh -c "[ -z \"\$(losetup -j '$T/i1.img')\$(losetup -j '$T/i2.img')\" ]" \
+	|| fail "devices of a killed helper not detached after their holder exited"
+
+# A system-wide limit: one device for everyone; root is refused while uid
+# 65534 holds it, with a message saying which limit.
+write_config "max-devices-per-user 1
+max-devices 1"
+rm -f "$T/held"
+as_nobody "$LOOPFD" run "$T/i1.img" -- sh -c 'echo $PPID > "$1/held"; exec sleep 31.5' sh "$T" &
+holder=$!
+remember_pid $holder
+wait_until 10 test -s "$T/held" || fail "holder did not start"
+if "$LOOPFD" run "$T/i2.img" -- true 2> "$T/err"; then
+	fail "system-wide limit of 1 not enforced"
+fi
+grep -q "system-wide limit" "$T/err" || fail "global limit message: $(cat "$T/err")"
+pkill -KILL -u $NOBODY -xf "sleep 31.5" || true
+set +e; wait "$holder"; rc=$?; set -e
+[ $rc = 137 ] || fail "holder session: status $rc, want 137 (its COMMAND was SIGKILLed)"
+"$LOOPFD" run "$T/i2.img" -- true || fail "global slot not freed after the holder finished"
 
 # A missing file means the defaults.
 remove_config
