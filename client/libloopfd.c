@@ -55,6 +55,7 @@ struct loopfd_session {
 	const char *helper_path;	/* for messages about the spawned helper */
 	uint32_t seq;		/* of the last request sent */
 	int broken;		/* replies can no longer be matched to requests */
+	int lingers;		/* a device was released busy or changed */
 	struct loopfd_info info;
 };
 
@@ -592,8 +593,13 @@ int loopfd_release(struct loopfd_session *s, uint32_t id, uint32_t timeout_ms,
 	m.op = LFD_OP_RELEASE;
 	m.u.release_req.id = id;
 	m.u.release_req.timeout_ms = timeout_ms;
-	if (transact(s, &m, -1, NULL, err) < 0)
+	if (transact(s, &m, -1, NULL, err) < 0) {
+		/* The helper stays until such a device is gone (its slots stay
+		 * counted); loopfd_close must not wait for that. */
+		if (err->reason == LFD_R_BUSY || err->reason == LFD_R_DEVICE_CHANGED)
+			s->lingers = 1;
 		return -1;
+	}
 	if (m.u.release_rep.id != id)
 		return protocol_error(s, err, LFD_OP_RELEASE, "the reply names "
 				      "another device");
@@ -636,8 +642,10 @@ void loopfd_close(struct loopfd_session *s)
 	/* Closing the socket is what tells the helper the session is over. */
 	if (s->sock >= 0)
 		close(s->sock);
-	if (s->helper > 0)
+	if (s->helper > 0 && !s->lingers)
 		wait_helper(s, &st);
+	else if (s->helper > 0)
+		waitpid(s->helper, &st, WNOHANG);
 	free(s);
 	errno = saved;
 }

@@ -143,7 +143,9 @@ int loopfd_list(struct loopfd_session *s, struct loopfd_device *devs,
 /*
  * Close the connection and free s (NULL is allowed).  The helper releases
  * whatever the session still holds, on its own.  For a spawned helper, waits
- * for it to exit.
+ * for it to exit, except when a release answered busy or device-changed: the
+ * helper then stays until that device has detached (so that it keeps counting
+ * against the caller's limits), and is not waited for.
  */
 void loopfd_close(struct loopfd_session *s);
 

@@ -17,6 +17,8 @@
 #define POLICY_MAX_TOTAL	65536
 #define CALLER_MAX_GROUPS	256
 #define SESSION_END_TIMEOUT_MS	10000	/* release wait when a client vanished */
+#define HELLO_TIMEOUT_MS	10000	/* a connection that says nothing */
+#define WATCH_INTERVAL_MS	1000	/* re-check of devices released busy */
 
 /* ---- policy (config.c) ---------------------------------------------------- */
 
@@ -76,6 +78,7 @@ uint64_t quota_user_base(uid_t uid);
 
 struct device {
 	int in_use;
+	int watching;			/* released busy/changed: slots held until gone */
 	int fd;				/* the helper's own fd, opened before attach */
 	struct lfd_device ident;	/* what the client was told */
 	dev_t rdev;
@@ -111,8 +114,18 @@ void session_end(struct session *s);
 int loop_attach(struct session *s, int backing_fd,
 		const struct lfd_attach_req *req, struct device *d,
 		int *client_fd, struct lfd_msg *err);
-int loop_release(struct session *s, struct device *d, uint32_t timeout_ms,
-		 uint32_t *waited_ms, struct lfd_msg *err);
+enum release_result {
+	RELEASE_DONE = 0,		/* flushed, detached, all data in the file */
+	RELEASE_FAILED = -1,		/* detached, but data was lost */
+	RELEASE_STILL_ATTACHED = -2,	/* busy or changed: watch until gone */
+};
+int loop_release(struct device *d, uint32_t timeout_ms, uint32_t *waited_ms,
+		 struct lfd_msg *err);
+int loop_detached(const struct device *d);
+
+/* clock.c */
+uint64_t now_ms(void);
+void sleep_ms(unsigned ms);
 
 /* log.c: one line to stderr, prefixed "loopfd-helper[pid]: " */
 void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -16,13 +16,15 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/vfs.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
 #define LOOP_MAJOR_NR		7
 #define LOOP_CTL_MAJOR		10
 #define LOOP_CTL_MINOR		237
-#define ATTACH_TRIES		32	/* GET_FREE reserves nothing: collide, retry */
+#define ATTACH_TRIES		128	/* GET_FREE reserves nothing: collide, retry */
+#define ATTACH_BACKOFF_US	50	/* first retry waits up to this, doubling */
 #define RELEASE_POLL_MS		20
 
 #ifndef BLKGETDISKSEQ
@@ -158,11 +160,9 @@ static int open_loop_node(uint32_t index, int read_only)
 		    O_NOFOLLOW | O_NOCTTY);
 }
 
-/* The node must be the loop device it claims to be and reachable by root
- * only.  A node still owned by a user is left over from a grant whose
- * helper died: give it back before anyone else's data goes through it. */
-static int check_node(const struct session *s, int fd, uint32_t index,
-		      struct stat *st, struct lfd_msg *err)
+/* The node must be the loop block device it claims to be. */
+static int verify_loop_node(int fd, uint32_t index, struct stat *st,
+			    struct lfd_msg *err)
 {
 	if (fstat(fd, st) < 0)
 		return refuse(err, LFD_R_KERNEL, errno, "cannot stat loop node");
@@ -171,24 +171,64 @@ static int check_node(const struct session *s, int fd, uint32_t index,
 			       "/dev/loop%u is not a loop block device", index);
 		return -1;
 	}
-	if (st->st_uid != 0 && fchown(fd, 0, (gid_t)-1) < 0) {
-		lfd_make_error(err, 0, errno, LFD_R_NO_DEVICE,
-			       "/dev/loop%u is owned by uid %u (left by a grant?) "
-			       "and cannot be given back to root: %s", index,
-			       (unsigned)st->st_uid, strerror(errno));
-		return -1;
-	}
-	if ((st->st_mode & (S_IROTH | S_IWOTH)) &&
-	    fchmod(fd, st->st_mode & 0770) < 0) {
-		lfd_make_error(err, 0, errno, LFD_R_NO_DEVICE,
-			       "/dev/loop%u is world-accessible and its mode "
-			       "cannot be reset: %s", index, strerror(errno));
-		return -1;
-	}
-	st->st_uid = 0;
-	st->st_mode &= ~(mode_t)(S_IROTH | S_IWOTH);
-	(void)s;
 	return 0;
+}
+
+/* An ACL left on the node by a grant would outlive the ownership. */
+static int drop_node_acl(int fd)
+{
+	if (fremovexattr(fd, "system.posix_acl_access") == 0 ||
+	    errno == ENODATA || errno == EOPNOTSUPP)
+		return 0;
+	return -1;
+}
+
+/*
+ * Before anyone's data goes through a node, only root may reach it: no
+ * ACL, no world access, and a node still owned by a user (left by a grant
+ * whose helper was killed) goes back to root:root 0600.  A user's chgrp or
+ * chmod during its grant must not open later attachments to it.
+ */
+static int reset_node_to_root(int fd, uint32_t index, struct stat *st,
+			      struct lfd_msg *err)
+{
+	mode_t mode = st->st_mode & 07777;
+	gid_t gid = st->st_gid;
+
+	if (st->st_uid != 0) {
+		gid = 0;
+		mode = 0600;
+		if (fchown(fd, 0, 0) < 0)
+			goto fail;
+	}
+	mode &= 0770;
+	if (mode != (st->st_mode & 07777) && fchmod(fd, mode) < 0)
+		goto fail;
+	if (drop_node_acl(fd) < 0)
+		goto fail;
+	st->st_uid = 0;
+	st->st_gid = gid;
+	st->st_mode = (st->st_mode & ~(mode_t)07777) | mode;
+	return 0;
+fail:
+	lfd_make_error(err, 0, errno, LFD_R_NO_DEVICE,
+		       "/dev/loop%u (owner uid %u, mode %04o) cannot be reset "
+		       "to root-only before use: %s", index, (unsigned)st->st_uid,
+		       (unsigned)(st->st_mode & 07777), strerror(errno));
+	return -1;
+}
+
+/* A node a killed helper left to a user with mode 0600 cannot even be
+ * opened by root without CAP_DAC_OVERRIDE: take it back by path first.
+ * /dev is root's; nobody else can swap the entry between these calls. */
+static int reclaim_node_by_path(uint32_t index)
+{
+	char path[32];
+
+	snprintf(path, sizeof(path), "/dev/loop%u", index);
+	if (fchownat(AT_FDCWD, path, 0, 0, AT_SYMLINK_NOFOLLOW) < 0)
+		return -1;
+	return fchmodat(AT_FDCWD, path, 0600, 0);
 }
 
 static uint32_t kernel_flags(uint32_t flags)
@@ -268,6 +308,30 @@ static int read_identity(struct device *d, const struct stat *backing,
 }
 
 /*
+ * After losing a race for a device, wait a random 0 .. 50 us << min(tries, 5)
+ * before asking GET_FREE again.  GET_FREE sends every concurrent attacher to
+ * the same lowest free index and only one can bind it; without the jitter
+ * the losers move on together and collide again (make bench: 64 concurrent
+ * sessions exhausted 32 immediate retries, "no free loop device").
+ */
+static void collision_backoff(int tries)
+{
+	static uint32_t seed;
+	uint32_t cap = (uint32_t)ATTACH_BACKOFF_US << (tries < 5 ? tries : 5);
+	struct timespec ts;
+
+	if (seed == 0)
+		seed = ((uint32_t)getpid() * 2654435761u) | 1u;
+	seed ^= seed << 13;	/* xorshift32 */
+	seed ^= seed >> 17;
+	seed ^= seed << 5;
+	ts.tv_sec = 0;
+	ts.tv_nsec = (long)(seed % cap) * 1000L;
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/*
  * Get a free device and bind it, keeping our fd (opened before the bind, so
  * before the client can write) in d->fd.  LOOP_CTL_GET_FREE reserves
  * nothing: another attacher may bind the same device first, and
@@ -286,6 +350,9 @@ static int bind_free_device(struct session *s, int backing_fd,
 		if (n < 0)
 			return refuse(err, LFD_R_NO_DEVICE, errno, "no free loop device (LOOP_CTL_GET_FREE)");
 		fd = open_loop_node((uint32_t)n, ro);
+		if (fd < 0 && errno == EACCES &&
+		    reclaim_node_by_path((uint32_t)n) == 0)
+			fd = open_loop_node((uint32_t)n, ro);
 		if (fd < 0 && (errno == ENOENT || errno == ENXIO))
 			continue;	/* removed under us */
 		if (fd < 0) {
@@ -293,7 +360,8 @@ static int bind_free_device(struct session *s, int backing_fd,
 				       "cannot open /dev/loop%d: %s", n, strerror(errno));
 			return -1;
 		}
-		if (check_node(s, fd, (uint32_t)n, &st, err) < 0) {
+		if (verify_loop_node(fd, (uint32_t)n, &st, err) < 0 ||
+		    reset_node_to_root(fd, (uint32_t)n, &st, err) < 0) {
 			close(fd);
 			return -1;
 		}
@@ -317,6 +385,7 @@ static int bind_free_device(struct session *s, int backing_fd,
 				       n, strerror(errno));
 			return -1;
 		}
+		collision_backoff(tries);
 	}
 	return refuse(err, LFD_R_NO_DEVICE, EBUSY, "no free loop device "
 		      "after repeated collisions with other attachers");
@@ -352,14 +421,15 @@ static int grant_node(const struct session *s, struct device *d,
 	return 0;
 }
 
-/* Give the node back to root with its original mode.  Done before every
- * flush and clear, so the caller cannot open the node again in between. */
+/* Give the node back to its owner and mode from before the grant, without
+ * any ACL the caller set.  Done before every flush and clear, so the caller
+ * cannot open the node again from then on. */
 static int restore_node(struct device *d)
 {
 	if (!d->granted)
 		return 0;
 	if (fchown(d->fd, d->node_uid, d->node_gid) < 0 ||
-	    fchmod(d->fd, d->node_mode) < 0) {
+	    fchmod(d->fd, d->node_mode) < 0 || drop_node_acl(d->fd) < 0) {
 		logmsg("/dev/loop%u: cannot give the node back to root: %s",
 		       d->ident.index, strerror(errno));
 		return -1;
@@ -408,11 +478,12 @@ undo:
 /* ---- release ---------------------------------------------------------------- */
 
 /*
- * Is the device behind our fd still the attachment we made?  The client
- * holds a writable fd and can LOOP_CLR_FD or re-point its device, after
- * which someone else may bind it; acting then would flush or clear another
- * user's device.  The disk sequence number changes on every bind; the
- * backing dev/inode catch LOOP_CHANGE_FD.
+ * Is the device behind our fd still the attachment we made?  The disk
+ * sequence number changes on every bind; the backing dev/inode catch
+ * LOOP_CHANGE_FD, which a client may do to its read-only device.  (A client's
+ * LOOP_CLR_FD cannot unbind it while the helper holds its fd: with other
+ * openers the kernel only sets AUTOCLEAR.)  Acting on a device that fails
+ * this check could flush or clear a binding that is not ours.
  */
 static int verify_same(const struct device *d, struct lfd_msg *err)
 {
@@ -432,165 +503,164 @@ static int verify_same(const struct device *d, struct lfd_msg *err)
 	    info.lo_inode != d->ident.backing_ino) {
 		lfd_make_error(err, 0, ESTALE, LFD_R_DEVICE_CHANGED,
 			       "/dev/loop%u is no longer the attachment loopfd "
-			       "made (re-bound or re-pointed); left untouched",
-			       d->ident.index);
+			       "made (re-bound or re-pointed); not flushed or "
+			       "cleared by the helper", d->ident.index);
 		return -1;
 	}
 	return 0;
 }
 
-/*
- * Flush, then clear.  fsync first, on the fd opened before the client
- * wrote: its error is the only reliable news of lost writeback (each open
- * file description sees an error once; BLKFLSBUF's result proves nothing).
- * BLKFLSBUF then empties the cache, so that LOOP_CLR_FD by the sole opener,
- * which puts the device in rundown where every write fails, finds nothing
- * left to write.
- */
-static int flush_device(const struct device *d, struct lfd_msg *err)
+static void data_lost(const struct device *d, int e, struct lfd_msg *err)
 {
-	if (fsync(d->fd) < 0) {
-		lfd_make_error(err, 0, EIO, LFD_R_DATA_LOST,
-			       "/dev/loop%u: writeback to the image failed (%s): "
-			       "data written through the device is NOT all in "
-			       "the image", d->ident.index, strerror(errno));
-		return -1;
-	}
-	if (ioctl(d->fd, BLKFLSBUF, 0) < 0)
-		logmsg("/dev/loop%u: BLKFLSBUF: %s", d->ident.index, strerror(errno));
-	return 0;
+	lfd_make_error(err, 0, EIO, LFD_R_DATA_LOST,
+		       "/dev/loop%u: writeback to the image failed (%s): data "
+		       "written through the device is NOT all in the image",
+		       d->ident.index, strerror(e));
 }
 
-enum clear_state { CLEAR_DONE, CLEAR_PENDING, CLEAR_FAILED };
-
 /*
- * LOOP_CLR_FD, then find out what it did (6.18): as sole opener the device
- * enters rundown and LOOP_GET_STATUS64 fails with ENXIO; with other openers
- * it only sets AUTOCLEAR and the device stays bound until they close.
+ * Open the node again and find out whether our attachment is still there.
+ * DEV_GONE: unbound, being torn down (opens fail with ENXIO in rundown), or
+ * bound again by someone else (another disk sequence number).  DEV_OURS:
+ * still bound as we made it; *fd is then an open fd the caller owns.
  */
-static enum clear_state clear_device(const struct device *d, struct lfd_msg *err)
+enum dev_state { DEV_OURS, DEV_GONE, DEV_UNKNOWN };
+
+static enum dev_state probe_device(const struct device *d, int *fd)
 {
 	struct loop_info64 info;
+	struct stat st;
+	uint64_t seq = 0;
 
-	if (ioctl(d->fd, LOOP_CLR_FD, 0) < 0 && errno != ENXIO) {
-		lfd_make_error(err, 0, errno, LFD_R_KERNEL,
-			       "/dev/loop%u: LOOP_CLR_FD: %s", d->ident.index,
-			       strerror(errno));
-		return CLEAR_FAILED;
+	*fd = open_loop_node(d->ident.index, 1);
+	if (*fd < 0)
+		return errno == ENXIO || errno == ENOENT ? DEV_GONE : DEV_UNKNOWN;
+	if (fstat(*fd, &st) < 0 || st.st_rdev != d->rdev ||
+	    ioctl(*fd, LOOP_GET_STATUS64, &info) < 0 ||
+	    ioctl(*fd, BLKGETDISKSEQ, &seq) < 0 || seq != d->ident.diskseq) {
+		close(*fd);
+		*fd = -1;
+		return DEV_GONE;
 	}
-	if (ioctl(d->fd, LOOP_GET_STATUS64, &info) == 0)
-		return CLEAR_PENDING;
-	if (errno != ENXIO) {
-		lfd_make_error(err, 0, errno, LFD_R_KERNEL,
-			       "/dev/loop%u: state after LOOP_CLR_FD unknown: %s",
-			       d->ident.index, strerror(errno));
-		return CLEAR_FAILED;
-	}
-	return CLEAR_DONE;
+	return DEV_OURS;
 }
 
 /*
- * In rundown, every write fails.  Anything dirtied between our flush and
- * the clear (an opener that wrote and closed in that window) is lost;
- * sync_file_range writes back without a device flush, so it returns 0 when
- * nothing was dirty and EIO when pages were lost (measured on 6.18; fsync
- * is useless here, its flush request always fails in rundown).
+ * Release, race-free.  LOOP_CLR_FD by the sole opener puts the device in
+ * rundown, where the last close's writeback fails: anything written by an
+ * opener that closed between our flush and the clear would be lost.  So the
+ * clear is issued while the helper holds a second fd, where the kernel only
+ * (re)sets AUTOCLEAR (undoing a client that cleared it), and the detach is
+ * left to the last close, which writes back while still bound.  Each round
+ * then flushes through our fd (reporting writeback errors), closes it - the
+ * detach happens inside that close if nobody else holds the device - and
+ * opens the node again to see whether our attachment is gone.
  */
-static int check_nothing_lost(const struct device *d, struct lfd_msg *err)
+static int hand_over_to_autoclear(struct device *d, struct lfd_msg *err)
 {
-	if (sync_file_range(d->fd, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE |
-			    SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) == 0)
-		return 0;
-	lfd_make_error(err, 0, EIO, LFD_R_DATA_LOST,
-		       "/dev/loop%u: data written just before the clear could "
-		       "not reach the image (%s)", d->ident.index, strerror(errno));
-	return -1;
+	struct stat st;
+	int probe = open_loop_node(d->ident.index, 1);
+
+	if (probe < 0 || fstat(probe, &st) < 0 || st.st_rdev != d->rdev) {
+		int e = probe < 0 ? errno : ESTALE;
+
+		if (probe >= 0)
+			close(probe);
+		return refuse(err, LFD_R_KERNEL, e,
+			      "cannot open the device a second time to clear it");
+	}
+	if (ioctl(d->fd, LOOP_CLR_FD, 0) < 0)
+		logmsg("/dev/loop%u: LOOP_CLR_FD: %s", d->ident.index, strerror(errno));
+	close(d->fd);
+	d->fd = probe;
+	return 0;
 }
 
-static uint64_t now_ms(void)
+/* Flush-close-probe rounds until the attachment is gone or timeout_ms of
+ * waiting for other openers passed.  1: gone; 0: still held by others. */
+static int wait_detached(struct device *d, uint32_t timeout_ms,
+			 uint32_t *waited_ms, int *lost_errno)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(unsigned ms)
-{
-	struct timespec ts = { .tv_sec = 0, .tv_nsec = (long)ms * 1000000L };
-
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
-
-/* Flush and clear until the device detaches or the timeout passes.  While
- * others hold it, each round flushes what they wrote meanwhile, so that
- * the round in which we turn out to be the sole opener clears a clean
- * device.  A failed fsync in any round is sticky: *lost, text in lost_err. */
-static enum clear_state flush_and_clear(const struct device *d, uint32_t timeout_ms,
-					uint32_t *waited_ms, int *lost,
-					struct lfd_msg *lost_err,
-					struct lfd_msg *clear_err)
-{
-	uint64_t start = 0;
-	enum clear_state st;
+	uint64_t start = now_ms();
+	enum dev_state st;
 
 	for (;;) {
-		if (flush_device(d, lost_err) < 0)
-			*lost = 1;
-		st = clear_device(d, clear_err);
-		if (st != CLEAR_PENDING)
-			return st;
-		/* The wait counts from the first round that found other
-		 * openers: a long flush is never cut short. */
-		if (start == 0)
-			start = now_ms();
+		if (fsync(d->fd) < 0 && *lost_errno == 0)
+			*lost_errno = errno;
+		close(d->fd);
+		d->fd = -1;
+		st = probe_device(d, &d->fd);
 		*waited_ms = (uint32_t)(now_ms() - start);
-		if (*waited_ms >= timeout_ms)
-			return st;
+		if (st == DEV_GONE)
+			return 1;
+		if (st == DEV_UNKNOWN || *waited_ms >= timeout_ms) {
+			if (d->fd >= 0)
+				close(d->fd);
+			d->fd = -1;
+			return 0;
+		}
 		sleep_ms(RELEASE_POLL_MS);
 	}
 }
 
-static void busy_error(const struct device *d, uint32_t waited_ms,
-		       struct lfd_msg *err)
+int loop_release(struct device *d, uint32_t timeout_ms, uint32_t *waited_ms,
+		 struct lfd_msg *err)
 {
-	lfd_make_error(err, 0, EBUSY, LFD_R_BUSY,
-		       "busy: /dev/loop%u is still open elsewhere after %u ms, "
-		       "will detach when closed (data written so far is flushed)",
-		       d->ident.index, waited_ms);
-}
+	int lost_errno = 0;
 
-int loop_release(struct session *s, struct device *d, uint32_t timeout_ms,
-		 uint32_t *waited_ms, struct lfd_msg *err)
-{
-	struct lfd_msg lost_err, clear_err;
-	enum clear_state st;
-	int lost = 0, rc = -1;
-
-	(void)s;
 	*waited_ms = 0;
 	if (verify_same(d, err) < 0) {
 		restore_node(d);	/* never leave a user owning another binding */
-		goto out;
+		close(d->fd);
+		d->fd = -1;
+		return RELEASE_STILL_ATTACHED;
 	}
+	/* Back to root first: from here no new open by the caller succeeds. */
 	restore_node(d);
-	st = flush_and_clear(d, timeout_ms, waited_ms, &lost, &lost_err, &clear_err);
-	if (st == CLEAR_DONE && !lost && check_nothing_lost(d, &lost_err) < 0)
-		lost = 1;
-	if (lost)
-		*err = lost_err;	/* the worst news wins */
-	else if (st == CLEAR_FAILED)
-		*err = clear_err;
-	else if (st == CLEAR_PENDING)
-		busy_error(d, *waited_ms, err);
-	else
-		rc = 0;
-out:
-	/* Closing our fd: after rundown it completes the detach; while others
-	 * still hold the device, AUTOCLEAR detaches it at their last close,
-	 * which syncs while still bound (data-safe). */
-	close(d->fd);
-	d->fd = -1;
-	return rc;
+	/* fsync on the fd opened before the client wrote: its error is the
+	 * only reliable news of lost writeback (each open file description
+	 * sees an error once).  BLKFLSBUF then drops the clean cache. */
+	if (fsync(d->fd) < 0)
+		lost_errno = errno;
+	if (ioctl(d->fd, BLKFLSBUF, 0) < 0)
+		logmsg("/dev/loop%u: BLKFLSBUF: %s", d->ident.index, strerror(errno));
+	if (hand_over_to_autoclear(d, err) < 0) {
+		close(d->fd);
+		d->fd = -1;
+		return RELEASE_STILL_ATTACHED;
+	}
+	if (!wait_detached(d, timeout_ms, waited_ms, &lost_errno)) {
+		if (lost_errno)
+			data_lost(d, lost_errno, err);
+		else
+			lfd_make_error(err, 0, EBUSY, LFD_R_BUSY,
+				       "busy: /dev/loop%u is still open elsewhere "
+				       "after %u ms; it will detach when closed "
+				       "(data written so far is flushed)",
+				       d->ident.index, *waited_ms);
+		return RELEASE_STILL_ATTACHED;
+	}
+	if (lost_errno) {
+		data_lost(d, lost_errno, err);
+		return RELEASE_FAILED;
+	}
+	return RELEASE_DONE;
+}
+
+/* A device released as busy or changed: gone yet?  Its slots are held until
+ * it is, so a client cannot pin devices past its limit by keeping them open
+ * and releasing them. */
+int loop_detached(const struct device *d)
+{
+	int fd;
+	enum dev_state st = probe_device(d, &fd);
+
+	if (fd >= 0)
+		close(fd);	/* if we were its last opener, it detaches here */
+	if (st != DEV_OURS)
+		return st == DEV_GONE;
+	st = probe_device(d, &fd);
+	if (fd >= 0)
+		close(fd);
+	return st == DEV_GONE;
 }

@@ -15,11 +15,19 @@
 #include <string.h>
 #include <unistd.h>
 
+#define RELEASE_WATCH_FIRST_MS	20
+
 struct request {
 	struct lfd_msg msg;
 	int fds[2];
 	int nfds;
 };
+
+/* Set when a reply could not be sent: the client is gone (EPIPE) or has
+ * not read for the send timeout (EAGAIN).  serve() then ends the session:
+ * going on would block for another send timeout on each request still
+ * queued, for as long as the client keeps the socket open. */
+static int reply_failed;
 
 static void send_msg(struct session *s, const struct lfd_msg *m, int fd)
 {
@@ -32,9 +40,12 @@ static void send_msg(struct session *s, const struct lfd_msg *m, int fd)
 	}
 	/* A client that does not read its replies fills the socket; the send
 	 * timeout set at session start then ends the session (EAGAIN). */
-	if (lfd_send(s->sock, buf, len, fd) < 0 && errno != EPIPE)
-		logmsg("uid %u: cannot send reply: %s", (unsigned)s->caller.uid,
-		       strerror(errno));
+	if (lfd_send(s->sock, buf, len, fd) < 0) {
+		reply_failed = 1;
+		if (errno != EPIPE)
+			logmsg("uid %u: cannot send reply: %s; ending the session",
+			       (unsigned)s->caller.uid, strerror(errno));
+	}
 }
 
 static void send_error(struct session *s, uint32_t seq, enum lfd_reason r,
@@ -107,7 +118,8 @@ static struct device *find_device(struct session *s, uint32_t id)
 	unsigned i;
 
 	for (i = 0; i < LFD_MAX_DEVICES; i++)
-		if (s->dev[i].in_use && s->dev[i].ident.id == id)
+		if (s->dev[i].in_use && !s->dev[i].watching &&
+		    s->dev[i].ident.id == id)
 			return &s->dev[i];
 	return NULL;
 }
@@ -209,14 +221,53 @@ fail:
 	send_msg(s, &rep, -1);
 }
 
+static void forget_device(struct session *s, struct device *d)
+{
+	put_slots(s, d);
+	d->in_use = 0;
+	d->watching = 0;
+}
+
+/* Release; a device that may still be attached (busy, changed) stays in
+ * the session, invisible to the client, holding its slots until it is
+ * gone: otherwise keeping devices open and releasing them would attach
+ * any number of devices past the limits. */
 static int release_one(struct session *s, struct device *d, uint32_t timeout_ms,
 		       uint32_t *waited_ms, struct lfd_msg *err)
 {
-	int rc = loop_release(s, d, timeout_ms, waited_ms, err);
+	int rc = loop_release(d, timeout_ms, waited_ms, err);
 
-	put_slots(s, d);
-	d->in_use = 0;
+	if (rc == RELEASE_STILL_ATTACHED && !loop_detached(d))
+		d->watching = 1;
+	else
+		forget_device(s, d);
 	return rc;
+}
+
+static int watching_any(const struct session *s)
+{
+	unsigned i;
+
+	for (i = 0; i < LFD_MAX_DEVICES; i++)
+		if (s->dev[i].in_use && s->dev[i].watching)
+			return 1;
+	return 0;
+}
+
+/* Devices released busy or changed: free the slots of those now gone. */
+static void check_watched(struct session *s)
+{
+	unsigned i;
+
+	for (i = 0; i < LFD_MAX_DEVICES; i++) {
+		struct device *d = &s->dev[i];
+
+		if (d->in_use && d->watching && loop_detached(d)) {
+			logmsg("uid %u: /dev/loop%u, released busy, has detached",
+			       (unsigned)s->caller.uid, d->ident.index);
+			forget_device(s, d);
+		}
+	}
 }
 
 static void do_release(struct session *s, const struct lfd_msg *req)
@@ -236,7 +287,7 @@ static void do_release(struct session *s, const struct lfd_msg *req)
 			   "release timeout above 600000 ms");
 		return;
 	}
-	if (release_one(s, d, rr->timeout_ms, &waited, &rep) < 0) {
+	if (release_one(s, d, rr->timeout_ms, &waited, &rep) != RELEASE_DONE) {
 		rep.seq = req->seq;
 		send_msg(s, &rep, -1);
 		return;
@@ -254,7 +305,7 @@ static void do_list(struct session *s, const struct lfd_msg *req)
 
 	reply_init(&rep, req);
 	for (i = 0; i < LFD_MAX_DEVICES; i++)
-		if (s->dev[i].in_use)
+		if (s->dev[i].in_use && !s->dev[i].watching)
 			rep.u.list_rep.dev[rep.u.list_rep.count++] = s->dev[i].ident;
 	send_msg(s, &rep, -1);
 }
@@ -326,6 +377,35 @@ static void close_fds(struct request *r)
 	r->nfds = 0;
 }
 
+/*
+ * Wait for the next request.  A connection must say hello within
+ * HELLO_TIMEOUT_MS (idle connections would otherwise fill the daemon);
+ * after that a session may idle as long as its command runs.  Meanwhile,
+ * devices released busy are re-checked every WATCH_INTERVAL_MS.
+ * 0: readable (or hung up); -1: end the session.
+ */
+static int wait_for_request(struct session *s)
+{
+	struct pollfd p = { .fd = s->sock, .events = POLLIN };
+	int timeout, n;
+
+	for (;;) {
+		timeout = !s->hello_done ? HELLO_TIMEOUT_MS :
+			  watching_any(s) ? WATCH_INTERVAL_MS : -1;
+		n = poll(&p, 1, timeout);
+		if (n > 0)
+			return 0;
+		if (n < 0 && errno != EINTR)
+			return -1;
+		if (n == 0 && !s->hello_done) {
+			logmsg("uid %u: no hello within %d ms, closing",
+			       (unsigned)s->caller.uid, HELLO_TIMEOUT_MS);
+			return -1;
+		}
+		check_watched(s);
+	}
+}
+
 void serve(struct session *s)
 {
 	uint8_t buf[LFD_MAX_MSG];
@@ -335,6 +415,8 @@ void serve(struct session *s)
 	int flags;
 
 	for (;;) {
+		if (wait_for_request(s) < 0)
+			return;
 		n = lfd_recv(s->sock, buf, sizeof(buf), r.fds, 2, &r.nfds, &flags);
 		if (n < 0) {
 			if (errno != ECONNRESET)
@@ -354,28 +436,38 @@ void serve(struct session *s)
 		else
 			dispatch(s, &r);
 		close_fds(&r);
+		if (reply_failed)
+			return;
 	}
 }
 
 /* The client is gone (exit, crash, SIGKILL): release what it left, the same
- * way as a release request, and log each outcome. */
+ * way as a release request, and log each outcome; then stay until every
+ * device released busy has detached, so its slots stay counted. */
 void session_end(struct session *s)
 {
 	struct lfd_msg err;
 	uint32_t waited;
-	unsigned i;
+	unsigned i, pause = RELEASE_WATCH_FIRST_MS;
 
 	for (i = 0; i < LFD_MAX_DEVICES; i++) {
 		struct device *d = &s->dev[i];
 
-		if (!d->in_use)
+		if (!d->in_use || d->watching)
 			continue;
-		if (release_one(s, d, SESSION_END_TIMEOUT_MS, &waited, &err) == 0)
+		if (release_one(s, d, SESSION_END_TIMEOUT_MS, &waited, &err) ==
+		    RELEASE_DONE)
 			logmsg("uid %u left /dev/loop%u attached: flushed and "
 			       "detached", (unsigned)s->caller.uid, d->ident.index);
 		else
 			logmsg("uid %u left /dev/loop%u attached: %s",
 			       (unsigned)s->caller.uid, d->ident.index,
 			       err.u.error.text);
+	}
+	while (watching_any(s)) {
+		sleep_ms(pause);
+		if (pause < WATCH_INTERVAL_MS)
+			pause *= 2;
+		check_watched(s);
 	}
 }

@@ -15,6 +15,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#ifndef SCM_PIDFD
+#define SCM_PIDFD	0x04	/* Linux 6.5; older libc headers lack it */
+#endif
+
 struct cursor {
 	uint8_t *w;		/* encoding */
 	const uint8_t *r;	/* decoding */
@@ -438,6 +442,20 @@ static void take_fds(struct cmsghdr *cmsg, int *fds, int maxfds, int *nfds)
 	}
 }
 
+/* SCM_PIDFD comes to a receiver with SO_PASSPIDFD set, which whoever
+ * created the socket can set before handing it over: it carries an fd the
+ * kernel already installed in our table, and each message would leak one. */
+static void close_pidfd(struct cmsghdr *cmsg)
+{
+	int fd;
+
+	if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_PIDFD ||
+	    cmsg->cmsg_len < CMSG_LEN(sizeof(int)))
+		return;
+	memcpy(&fd, CMSG_DATA(cmsg), sizeof(int));
+	close(fd);
+}
+
 long lfd_recv(int sock, uint8_t *buf, size_t cap, int *fds, int maxfds,
 	      int *nfds, int *flags)
 {
@@ -469,6 +487,7 @@ long lfd_recv(int sock, uint8_t *buf, size_t cap, int *fds, int maxfds,
 			take_fds(cmsg, fds, maxfds, nfds);
 			rights_msgs++;
 		} else {
+			close_pidfd(cmsg);
 			*flags |= LFD_RECV_OTHER_CMSG;
 		}
 	}

@@ -14,6 +14,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "sandbox.h"
@@ -127,8 +128,13 @@ reset_reserved_signal(int sig)
 int
 sb_reset_signals(void)
 {
+	static const int ignored[] = {
+		SIGPIPE, SIGXFSZ, SIGALRM, SIGVTALRM, SIGPROF,
+		SIGHUP, SIGINT, SIGQUIT, SIGTSTP, SIGTTIN, SIGTTOU,
+	};
 	struct sigaction sa = { 0 };
 	sigset_t none;
+	size_t i;
 	int sig;
 
 	/* Ignored dispositions survive execve: a caller could make us ignore
@@ -148,14 +154,20 @@ sb_reset_signals(void)
 		if (errno != EINVAL || reset_reserved_signal(sig) == -1)
 			return -1;
 	}
-	/* Two deliberate exceptions.  A write to a stderr whose reader is
-	 * gone (SIGPIPE), or past a caller-lowered RLIMIT_FSIZE that cannot
-	 * be raised (SIGXFSZ), must fail as an error, not kill the helper
-	 * between a flush and a clear. */
+	/* Deliberate exceptions: signals the caller can still have sent to
+	 * us after sb_leave_callers_reach, which must not kill the helper
+	 * between a flush and a clear.  SIGPIPE and SIGXFSZ: a write to a
+	 * stderr whose reader is gone, or past a caller-lowered RLIMIT_FSIZE
+	 * that cannot be raised, fails as an error instead.  SIGALRM,
+	 * SIGVTALRM, SIGPROF: interval timers survive execve (disarmed in
+	 * sb_reset_process, ignored in case of a race).  SIGHUP, SIGINT,
+	 * SIGQUIT, SIGTSTP, SIGTTIN, SIGTTOU: a controlling terminal the
+	 * caller holds can send them to our process group even when setsid()
+	 * fails because the caller made us a group leader. */
 	sa.sa_handler = SIG_IGN;
-	if (sigaction(SIGPIPE, &sa, NULL) == -1 ||
-	    sigaction(SIGXFSZ, &sa, NULL) == -1)
-		return -1;
+	for (i = 0; i < sizeof(ignored) / sizeof(ignored[0]); i++)
+		if (sigaction(ignored[i], &sa, NULL) == -1)
+			return -1;
 	if (sigemptyset(&none) == -1)
 		return -1;
 	return sigprocmask(SIG_SETMASK, &none, NULL);
@@ -229,6 +241,19 @@ sb_reset_environment(void)
 	return setenv("PATH", "/usr/sbin:/usr/bin:/sbin:/bin", 1);
 }
 
+static int
+disarm_itimers(void)
+{
+	static const int which[] = { ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF };
+	struct itimerval off = { { 0, 0 }, { 0, 0 } };
+	size_t i;
+
+	for (i = 0; i < sizeof(which) / sizeof(which[0]); i++)
+		if (setitimer(which[i], &off, NULL) == -1)
+			return -1;
+	return 0;
+}
+
 int
 sb_reset_process(void)
 {
@@ -237,6 +262,10 @@ sb_reset_process(void)
 	/* The caller's cwd may be on a filesystem it wants kept busy, or a
 	 * directory it can rename under us. */
 	if (chdir("/") == -1)
+		return -1;
+	/* Interval timers survive execve: a caller's setitimer() would
+	 * deliver SIGALRM, SIGVTALRM or SIGPROF to us at a moment it chose. */
+	if (disarm_itimers() == -1)
 		return -1;
 	/* Not dumpable: no core file, and ptrace_may_access() refuses
 	 * non-root tracers even when the uids match. */

@@ -20,8 +20,10 @@ int sb_ensure_stdio(void);
 /* Close every fd above 2 except the n fds in keep[]. */
 int sb_close_fds_except(const int *keep, size_t n);
 
-/* Every signal disposition back to SIG_DFL, except SIGPIPE and SIGXFSZ
- * ignored (a failed log write is an error, not a death); mask emptied. */
+/* Every signal disposition back to SIG_DFL, mask emptied; ignored: SIGPIPE
+ * and SIGXFSZ (a failed log write is an error, not a death), the interval
+ * timer signals and the terminal signals (the caller's timers and tty can
+ * still reach us after sb_leave_callers_reach). */
 int sb_reset_signals(void);
 
 /* Resource limits to fixed values: RLIMIT_CORE 0; RLIMIT_NOFILE 1024;
@@ -36,7 +38,8 @@ int sb_reset_limits(void);
 /* Replace the environment with a fixed minimal one (PATH only). */
 int sb_reset_environment(void);
 
-/* umask 077, cwd "/", not dumpable (no core, no ptrace by the caller). */
+/* umask 077, cwd "/", interval timers disarmed, not dumpable (no core, no
+ * ptrace by the caller). */
 int sb_reset_process(void);
 
 /* Setuid mode: make real, effective and saved uid and gid 0 and drop

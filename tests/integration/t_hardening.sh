@@ -107,6 +107,11 @@ as_nobody env LISTEN_FDS=1 LISTEN_PID=1 "$HELPER" --systemd 2> /dev/null; rc=$?
 set -e
 [ $rc = 2 ] || fail "--systemd from uid 65534: exit $rc, want 2"
 
+# An interval timer armed before exec would deliver SIGALRM at a moment the
+# caller chose (between flush and clear): disarmed, and ignored.
+out=$(as_nobody "$HX" --itimer 50 --pause 300 --image "$T/img" "$HELPER" 2>&1) || fail "itimer: $out"
+[ "$out" = served ] || fail "helper did not survive a caller's interval timer: $out"
+
 # The marker library works: it marks an ordinary program...
 as_nobody env LD_PRELOAD="$BUILD/tests/marker_preload.so" LOOPFD_MARKER="$T/control" true
 [ -s "$T/control" ] || fail "marker library does not work: the LD_PRELOAD test proves nothing"

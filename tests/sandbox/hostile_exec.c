@@ -3,11 +3,11 @@
  * check it still behaves, or try to reach a running helper.
  *
  *   hostile_exec [--argc0] [--close-stdio] [--nofile N] [--nofile-soft N]
- *                [--fsize N]
+ *                [--fsize N] [--itimer MS] [--pause MS]
  *                [--env K=V]... [--image PATH] HELPER
  *	Runs HELPER on one end of a socketpair (fd 3), with argv empty
  *	(--argc0), fds 0-2 closed, RLIMIT_NOFILE/RLIMIT_FSIZE lowered and the
- *	given environment only.  Then HELLO, LIST and, with --image, ATTACH
+ *	given environment only, an interval timer armed (--itimer).  Then HELLO, LIST and, with --image, ATTACH
  *	and RELEASE.  Prints "served", or "closed: exit N" when the helper
  *	ended the session without a reply; exit 0 when every reply was right.
  *
@@ -23,6 +23,7 @@
 #include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <signal.h>
 #include <unistd.h>
@@ -37,6 +38,8 @@ struct setup {
 	long nofile;
 	int nofile_soft_only;
 	long fsize;
+	long itimer_ms;		/* arm ITIMER_REAL before exec */
+	long pause_ms;		/* between HELLO and LIST */
 	char *env[MAX_ENV + 1];
 	int nenv;
 	const char *image;
@@ -87,6 +90,14 @@ static void exec_helper(const struct setup *su, int sock)
 		rl.rlim_cur = rl.rlim_max = (rlim_t)su->fsize;
 		if (setrlimit(RLIMIT_FSIZE, &rl) < 0)
 			_exit(122);
+	}
+	if (su->itimer_ms > 0) {
+		struct itimerval it = { { 0, 0 }, { su->itimer_ms / 1000,
+						    (su->itimer_ms % 1000) * 1000 } };
+
+		it.it_interval = it.it_value;
+		if (setitimer(ITIMER_REAL, &it, NULL) < 0)
+			_exit(123);
 	}
 	if (su->close_stdio)
 		for (i = 0; i < 3; i++)
@@ -151,6 +162,8 @@ static int converse(const struct setup *su, int sock)
 	rc = expect(sock, &m, LFD_OP_HELLO, -1, NULL, "hello");
 	if (rc != 0)
 		return rc;
+	if (su->pause_ms > 0)
+		usleep((useconds_t)su->pause_ms * 1000);
 	memset(&m.u, 0, sizeof(m.u));
 	if ((rc = expect(sock, &m, LFD_OP_LIST, -1, NULL, "list")) != 0)
 		return rc < 0 ? rc : -1;
@@ -221,6 +234,10 @@ int main(int argc, char **argv)
 			su.nofile_soft_only = 1;
 		} else if (strcmp(argv[i], "--fsize") == 0 && i + 1 < argc - 1)
 			su.fsize = atol(argv[++i]);
+		else if (strcmp(argv[i], "--itimer") == 0 && i + 1 < argc - 1)
+			su.itimer_ms = atol(argv[++i]);
+		else if (strcmp(argv[i], "--pause") == 0 && i + 1 < argc - 1)
+			su.pause_ms = atol(argv[++i]);
 		else if (strcmp(argv[i], "--env") == 0 && i + 1 < argc - 1 &&
 			 su.nenv < MAX_ENV)
 			su.env[su.nenv++] = argv[++i];

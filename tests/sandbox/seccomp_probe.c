@@ -352,7 +352,6 @@ static const struct {
 	{ "ok_sleep", act_ok_sleep },
 	{ "seccomp_stack", act_seccomp_stack },
 	{ "teardown_recvmsg", act_teardown_recvmsg },
-	{ "teardown_openat", act_ok_openat_rdonly },
 };
 
 static long (*find_action(const char *name))(void)
