@@ -82,36 +82,59 @@ static int parse_number(const char *s, unsigned long max, unsigned long *out)
 	return 0;
 }
 
+/*
+ * Names are looked up in /etc/passwd and /etc/group themselves, never
+ * through NSS: the helper is static, and NSS would dlopen modules (and a
+ * second libc) into a setuid process, or ask a directory service whose
+ * answer could change who may attach.  Use numeric ids for users that only
+ * a directory service knows.
+ */
 static int resolve_user(const char *name, uid_t *uid)
 {
 	unsigned long v;
 	const struct passwd *pw;
+	FILE *f;
+	int found = 0;
 
 	if (parse_number(name, UINT32_MAX - 1, &v) == 0) {
 		*uid = (uid_t)v;
 		return 0;
 	}
-	pw = getpwnam(name);
-	if (pw == NULL)
+	f = fopen("/etc/passwd", "re");
+	if (f == NULL)
 		return -1;
-	*uid = pw->pw_uid;
-	return 0;
+	while (!found && (pw = fgetpwent(f)) != NULL) {
+		if (strcmp(pw->pw_name, name) == 0) {
+			*uid = pw->pw_uid;
+			found = 1;
+		}
+	}
+	fclose(f);
+	return found ? 0 : -1;
 }
 
 static int resolve_group(const char *name, gid_t *gid)
 {
 	unsigned long v;
 	const struct group *gr;
+	FILE *f;
+	int found = 0;
 
 	if (parse_number(name, UINT32_MAX - 1, &v) == 0) {
 		*gid = (gid_t)v;
 		return 0;
 	}
-	gr = getgrnam(name);
-	if (gr == NULL)
+	f = fopen("/etc/group", "re");
+	if (f == NULL)
 		return -1;
-	*gid = gr->gr_gid;
-	return 0;
+	while (!found && (gr = fgetgrent(f)) != NULL) {
+		if (strcmp(gr->gr_name, name) == 0) {
+			*gid = gr->gr_gid;
+			found = 1;
+		}
+	}
+	fclose(f);
+	return found ? 0 : -1;
 }
 
 static int parse_users(struct parser *ps, char **args, int nargs,
@@ -125,7 +148,8 @@ static int parse_users(struct parser *ps, char **args, int nargs,
 		if (p->nusers == POLICY_MAX_IDS)
 			return parse_error(ps, "more than %d users", POLICY_MAX_IDS);
 		if (resolve_user(args[i], &p->users[p->nusers]) < 0)
-			return parse_error(ps, "unknown user '%s'", args[i]);
+			return parse_error(ps, "unknown user '%s' (not in "
+					   "/etc/passwd; use a numeric uid)", args[i]);
 		p->nusers++;
 	}
 	p->restricted = 1;
@@ -143,7 +167,8 @@ static int parse_groups(struct parser *ps, char **args, int nargs,
 		if (p->ngroups == POLICY_MAX_IDS)
 			return parse_error(ps, "more than %d groups", POLICY_MAX_IDS);
 		if (resolve_group(args[i], &p->groups[p->ngroups]) < 0)
-			return parse_error(ps, "unknown group '%s'", args[i]);
+			return parse_error(ps, "unknown group '%s' (not in "
+					   "/etc/group; use a numeric gid)", args[i]);
 		p->ngroups++;
 	}
 	p->restricted = 1;

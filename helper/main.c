@@ -32,7 +32,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define MAX_CONNECTIONS	128	/* daemon: concurrent session processes */
+#define MAX_CONNECTIONS	256	/* daemon: concurrent session processes */
+#define MAX_CONNECTIONS_PER_UID	32	/* so one user cannot fill the table */
 #define SEND_TIMEOUT_S	10	/* a client that stops reading ends its session */
 
 enum run_mode { RUN_SESSION, RUN_LISTEN, RUN_SYSTEMD };
@@ -223,6 +224,18 @@ static void open_session_files(struct session *s)
 	}
 }
 
+#ifndef SO_PASSPIDFD
+#define SO_PASSPIDFD	76	/* Linux 6.5; older libc headers lack it */
+#endif
+
+static void disable_sockopt(int sock, int opt)
+{
+	int off = 0;
+
+	/* ENOPROTOOPT on kernels without the option: nothing to turn off. */
+	setsockopt(sock, SOL_SOCKET, opt, &off, sizeof(off));
+}
+
 /*
  * One session, from a connected socket to exit.  Privilege is narrowed
  * here, in this order, before the first byte from the client is read.
@@ -233,8 +246,14 @@ static void run_session(struct session *s)
 	struct timeval tv = { .tv_sec = SEND_TIMEOUT_S };
 	int rc;
 
-	/* 1. A client that never reads must not block us forever. */
+	/* 1. A client that never reads must not block us forever.  Options a
+	 *    spawner may have set on our end of a socketpair are turned off:
+	 *    SO_PASSCRED/SO_PASSPIDFD/SO_TIMESTAMP would attach control data
+	 *    (a pidfd is an fd installed in our table) to every message. */
 	setsockopt(s->sock, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	disable_sockopt(s->sock, SO_PASSCRED);
+	disable_sockopt(s->sock, SO_PASSPIDFD);
+	disable_sockopt(s->sock, SO_TIMESTAMP);
 
 	/* 2. Policy, slot file and loop-control, while files can be opened. */
 	open_session_files(s);
@@ -286,23 +305,71 @@ static int make_listen_socket(const char *path)
 	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		die("socket", errno);
+	/* Connectable by all: the policy, not the socket mode, decides who is
+	 * served (SO_PEERCRED identifies every peer).  The mode comes from the
+	 * umask at bind time, not a chmod by path afterwards, which would
+	 * follow a symlink swapped in meanwhile. */
+	umask(0111);
 	if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
 		logmsg("--listen %s: bind: %s", path, strerror(errno));
 		exit(1);
 	}
-	/* Connectable by all: the policy, not the socket mode, decides who is
-	 * served (SO_PEERCRED identifies every peer). */
-	if (chmod(path, 0666) < 0 || listen(fd, 128) < 0)
+	umask(077);
+	if (listen(fd, 128) < 0)
 		die("--listen", errno);
 	return fd;
 }
 
-static void reap_children(int *nchildren, int block)
+/* The daemon's session processes, by peer uid. */
+struct connections {
+	pid_t pid[MAX_CONNECTIONS];
+	uid_t uid[MAX_CONNECTIONS];
+	int n;
+};
+
+static void reap_connections(struct connections *c)
 {
-	while (*nchildren > 0 && waitpid(-1, NULL, block ? 0 : WNOHANG) > 0) {
-		(*nchildren)--;
-		block = 0;
+	pid_t pid;
+	int i;
+
+	while ((pid = waitpid(-1, NULL, WNOHANG)) > 0) {
+		for (i = 0; i < c->n; i++) {
+			if (c->pid[i] != pid)
+				continue;
+			c->n--;
+			c->pid[i] = c->pid[c->n];
+			c->uid[i] = c->uid[c->n];
+			break;
+		}
 	}
+}
+
+/* Room for one more session of uid?  Never blocks: a full table answers
+ * new connections by closing them, so one user's idle connections cannot
+ * stall everyone else's. */
+static int admit(const struct connections *c, uid_t uid)
+{
+	int i, mine = 0;
+
+	if (c->n >= MAX_CONNECTIONS)
+		return 0;
+	for (i = 0; i < c->n; i++)
+		mine += c->uid[i] == uid;
+	return mine < MAX_CONNECTIONS_PER_UID;
+}
+
+static void serve_connection(int lfd, int conn, int mode, const struct caller *peer)
+	__attribute__((noreturn));
+static void serve_connection(int lfd, int conn, int mode, const struct caller *peer)
+{
+	static struct session s;
+
+	close(lfd);
+	memset(&s, 0, sizeof(s));
+	s.sock = conn;
+	s.mode = mode;
+	s.caller = *peer;
+	run_session(&s);
 }
 
 /* Daemon: accept, fork one session process per connection.  The parent
@@ -311,8 +378,9 @@ static void reap_children(int *nchildren, int block)
 static void run_listener(int lfd, int mode) __attribute__((noreturn));
 static void run_listener(int lfd, int mode)
 {
-	struct session s;
-	int conn, nchildren = 0;
+	static struct connections conns;
+	struct caller peer;
+	int conn;
 	pid_t pid;
 
 	if (sb_narrow_caps(1) < 0)
@@ -320,27 +388,29 @@ static void run_listener(int lfd, int mode)
 	logmsg("serving %s", mode == LFD_MODE_SYSTEMD ? "socket-activated connections"
 	       : "connections");
 	for (;;) {
-		reap_children(&nchildren, nchildren >= MAX_CONNECTIONS);
 		conn = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		reap_connections(&conns);
 		if (conn < 0) {
 			if (errno != EINTR && errno != ECONNABORTED)
 				logmsg("accept: %s", strerror(errno));
 			continue;
 		}
-		pid = fork();
-		if (pid == 0) {
-			close(lfd);
-			memset(&s, 0, sizeof(s));
-			s.sock = conn;
-			s.mode = mode;
-			if (record_peer(conn, &s.caller) < 0)
-				die("SO_PEERCRED", errno);
-			run_session(&s);
+		if (record_peer(conn, &peer) < 0 || !admit(&conns, peer.uid)) {
+			logmsg("closing a connection from uid %u: too many sessions",
+			       (unsigned)peer.uid);
+			close(conn);
+			continue;
 		}
-		if (pid < 0)
+		pid = fork();
+		if (pid == 0)
+			serve_connection(lfd, conn, mode, &peer);
+		if (pid < 0) {
 			logmsg("fork: %s", strerror(errno));
-		else
-			nchildren++;
+		} else {
+			conns.pid[conns.n] = pid;
+			conns.uid[conns.n] = peer.uid;
+			conns.n++;
+		}
 		close(conn);
 	}
 }

@@ -91,11 +91,15 @@ static int bit_set(const unsigned char *bits, unsigned i)
 	return (bits[i / 8] >> (i % 8)) & 1;
 }
 
+/* Sessions start their scan at different slots (by pid), so concurrent
+ * attachers do not all contend for slot 0 first. */
 int quota_take(int fd, uint64_t base, unsigned limit, const unsigned char *held)
 {
-	unsigned i;
+	unsigned start = ((uint32_t)getpid() * 2654435761u) % limit;
+	unsigned k, i;
 
-	for (i = 0; i < limit; i++) {
+	for (k = 0; k < limit; k++) {
+		i = (start + k) % limit;
 		if (bit_set(held, i))
 			continue;
 		if (lock_byte(fd, base + i, F_WRLCK) == 0)

@@ -429,8 +429,8 @@ void serve(struct session *s)
 		why = transport_problem(flags);
 		if (why == LFD_R_NONE)
 			why = lfd_decode(buf, (size_t)n, &r.msg);
-		else
-			memset(&r.msg, 0, sizeof(r.msg));
+		else	/* only for the seq to echo; the reason stands */
+			(void)lfd_decode(buf, (size_t)n, &r.msg);
 		if (why != LFD_R_NONE)
 			send_error(s, r.msg.seq, why, lfd_reason_name(why));
 		else

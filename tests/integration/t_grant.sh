@@ -33,6 +33,37 @@ MTOOLS_SKIP_CHECK=1 mcopy -i "$T/img" ::/payload "$T/back"
 cmp "$T/payload" "$T/back" || fail "file written through the granted device differs"
 assert_no_device_for "$T/img"
 
+# A grant whose helper was killed (only root can) leaves the node to the
+# caller, even world-accessible if it chmod'ed it.  The next attach of that
+# device resets it to root-only before anyone's data goes through it.
+mkimage "$T/img2" 8
+rm -f "$T/held" "$T/go"
+as_nobody "$LOOPFD" run --grant "$T/img" -- sh -c '
+	chmod 0606 /dev/$LOOPFD_NAME
+	echo "$PPID $LOOPFD_NAME" > "$1/held"
+	while [ ! -e "$1/go" ] && [ -d "$1" ]; do sleep 0.05; done' sh "$T" 2>/dev/null &
+session=$!
+remember_pid $session
+wait_until 10 test -s "$T/held" || fail "grant session did not start"
+read -r cli name < "$T/held"
+stale=/dev/$name
+# Should the next attach not land on this node, give it back ourselves.
+trap 'chown root:root "$stale" 2>/dev/null; chmod 0600 "$stale" 2>/dev/null; _cleanup' EXIT
+pkill -KILL -P "$cli" -x loopfd-helper || fail "no helper to kill"
+touch "$T/go"
+wait $session || true
+wait_until 10 sh -c "[ -z \"\$(losetup -j '$T/img')\" ]" || fail "device of the killed helper not detached"
+[ "$(stat -c '%u %a' "$stale")" = "$NOBODY 606" ] || fail "no stale grant to test with: $(stat -c '%u %a' "$stale")"
+as_nobody "$LOOPFD" run "$T/img2" -- sh -c 'echo $LOOPFD_NAME; stat -c "%u %a" /dev/$LOOPFD_NAME' > "$T/next" \
+	|| fail "attach after a stale grant failed"
+if [ "$(head -1 "$T/next")" = "$name" ]; then
+	read -r uid mode < <(tail -1 "$T/next")
+	[ "$uid" = 0 ] || fail "$stale still owned by uid $uid when reused"
+	[ "$mode" = 600 ] || fail "$stale mode $mode when reused, want 600"
+else
+	note "the next attach got another device ($(head -1 "$T/next")); stale reset not exercised"
+fi
+
 # The policy can forbid it, with a message naming the file.
 write_config "allow-grant no"
 if as_nobody "$LOOPFD" run --grant "$T/img" -- true 2> "$T/err"; then
