@@ -29,4 +29,22 @@ grep -Eq "/dev/loop[0-9]+" "$T/err" || fail "busy message does not name the devi
 wait_until 15 sh -c "[ -z \"\$(losetup -j '$T/img')\" ]" || fail "device did not detach after the holder exited"
 cmp -n $((4 << 20)) "$T/d1" "$T/img" || fail "first write missing"
 cmp -n $((4 << 20)) "$T/d2" "$T/img" 0 $((4 << 20)) || fail "write made after the busy release missing"
-note "busy reported after 1 s; detached with data intact after the holder exited"
+
+# A device released busy keeps counting against its user until it has
+# detached: otherwise holding devices open and releasing them would attach
+# any number of devices past the limit.
+write_config "max-devices-per-user 1"
+mkimage "$T/img2" 4
+rm -f "$T/bgpid"
+as_nobody "$LOOPFD" run --release-timeout 0 "$T/img" -- sh -c '
+	( while [ ! -e "$1/go" ] && [ -d "$1" ]; do sleep 0.05; done ) 3>&3 &
+	echo $! > "$1/bgpid"' sh "$T" 2> /dev/null && fail "release with a holder reported success"
+if as_nobody "$LOOPFD" run "$T/img2" -- true 2> "$T/err"; then
+	fail "a device released busy stopped counting against the per-user limit"
+fi
+grep -q "per-user limit" "$T/err" || fail "no per-user limit message: $(cat "$T/err")"
+touch "$T/go"
+wait_until 15 sh -c "[ -z \"\$(losetup -j '$T/img')\" ]" || fail "busy device did not detach after its holder exited"
+wait_until 10 sh -c "setpriv --reuid=$NOBODY --regid=$NOBODY --clear-groups '$LOOPFD' run '$T/img2' -- true 2>/dev/null" \
+	|| fail "slot not freed after the busy device detached"
+note "busy reported after 1 s; detached with data intact after the holder exited; slot held until then"
