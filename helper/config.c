@@ -21,9 +21,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <limits.h>
-#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,49 +85,37 @@ static int parse_number(const char *s, unsigned long max, unsigned long *out)
  * through NSS: the helper is static, and NSS would dlopen modules (and a
  * second libc) into a setuid process, or ask a directory service whose
  * answer could change who may attach.  Use numeric ids for users that only
- * a directory service knows.
+ * a directory service knows.  Both files start each line "name:x:id:".
  */
-static int resolve_user(const char *name, uid_t *uid)
+static int lookup_id(const char *file, const char *name, uint32_t *id)
 {
+	char line[CONFIG_MAX_LINE];
+	size_t n = strlen(name);
 	unsigned long v;
-	const struct passwd *pw;
+	char *end;
 	FILE *f;
 	int found = 0;
 
 	if (parse_number(name, UINT32_MAX - 1, &v) == 0) {
-		*uid = (uid_t)v;
+		*id = (uint32_t)v;
 		return 0;
 	}
-	f = fopen("/etc/passwd", "re");
+	f = fopen(file, "re");
 	if (f == NULL)
 		return -1;
-	while (!found && (pw = fgetpwent(f)) != NULL) {
-		if (strcmp(pw->pw_name, name) == 0) {
-			*uid = pw->pw_uid;
-			found = 1;
-		}
-	}
-	fclose(f);
-	return found ? 0 : -1;
-}
+	while (!found && fgets(line, sizeof(line), f) != NULL) {
+		char *pw, *num;
 
-static int resolve_group(const char *name, gid_t *gid)
-{
-	unsigned long v;
-	const struct group *gr;
-	FILE *f;
-	int found = 0;
-
-	if (parse_number(name, UINT32_MAX - 1, &v) == 0) {
-		*gid = (gid_t)v;
-		return 0;
-	}
-	f = fopen("/etc/group", "re");
-	if (f == NULL)
-		return -1;
-	while (!found && (gr = fgetgrent(f)) != NULL) {
-		if (strcmp(gr->gr_name, name) == 0) {
-			*gid = gr->gr_gid;
+		if (strncmp(line, name, n) != 0 || line[n] != ':')
+			continue;
+		pw = line + n + 1;
+		num = strchr(pw, ':');
+		if (num == NULL || *++num < '0' || *num > '9')
+			continue;
+		errno = 0;
+		v = strtoul(num, &end, 10);
+		if (errno == 0 && *end == ':' && v < UINT32_MAX) {
+			*id = (uint32_t)v;
 			found = 1;
 		}
 	}
@@ -147,7 +133,7 @@ static int parse_users(struct parser *ps, char **args, int nargs,
 	for (i = 0; i < nargs; i++) {
 		if (p->nusers == POLICY_MAX_IDS)
 			return parse_error(ps, "more than %d users", POLICY_MAX_IDS);
-		if (resolve_user(args[i], &p->users[p->nusers]) < 0)
+		if (lookup_id("/etc/passwd", args[i], &p->users[p->nusers]) < 0)
 			return parse_error(ps, "unknown user '%s' (not in "
 					   "/etc/passwd; use a numeric uid)", args[i]);
 		p->nusers++;
@@ -166,7 +152,7 @@ static int parse_groups(struct parser *ps, char **args, int nargs,
 	for (i = 0; i < nargs; i++) {
 		if (p->ngroups == POLICY_MAX_IDS)
 			return parse_error(ps, "more than %d groups", POLICY_MAX_IDS);
-		if (resolve_group(args[i], &p->groups[p->ngroups]) < 0)
+		if (lookup_id("/etc/group", args[i], &p->groups[p->ngroups]) < 0)
 			return parse_error(ps, "unknown group '%s' (not in "
 					   "/etc/group; use a numeric gid)", args[i]);
 		p->ngroups++;

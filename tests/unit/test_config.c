@@ -115,6 +115,21 @@ static void test_long_and_nul_lines(void **state)
 	assert_non_null(strstr(err, "NUL"));
 }
 
+/* Names come from /etc/passwd and /etc/group, parsed by the helper itself. */
+static void test_names_from_files(void **state)
+{
+	struct policy p;
+
+	(void)state;
+	assert_int_equal(parse("allow-users nobody root\nallow-groups nogroup\n", &p), 0);
+	assert_int_equal(p.users[0], 65534);
+	assert_int_equal(p.users[1], 0);
+	assert_int_equal(p.groups[0], 65534);
+	/* a prefix of a name is not the name */
+	expect_error("allow-users nobod\n", "unknown user 'nobod'");
+	expect_error("allow-groups nogrou\n", "unknown group 'nogrou'");
+}
+
 static void test_policy_allows(void **state)
 {
 	struct policy p;
@@ -203,6 +218,7 @@ int main(void)
 		cmocka_unit_test(test_full_file),
 		cmocka_unit_test(test_errors_name_file_line_problem),
 		cmocka_unit_test(test_long_and_nul_lines),
+		cmocka_unit_test(test_names_from_files),
 		cmocka_unit_test(test_policy_allows),
 		cmocka_unit_test(test_load_file_checks),
 	};
