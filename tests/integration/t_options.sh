@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# losetup-style options reach the kernel as asked: offset, sizelimit, sector
+# size, direct I/O, partition scanning, and --lock (systemd's block-device
+# locking: LOCK_EX on the device, held while COMMAND keeps fd 3).
+. "$(dirname "$0")/../lib.sh"
+
+mkimage "$T/img" 8
+head -c $((1 << 20)) /dev/urandom > "$T/data"
+chmod 0644 "$T/data"
+
+# Offset and sizelimit: a 2 MiB window 1 MiB into the image.
+as_nobody "$LOOPFD" run -o 1MiB --sizelimit 2MiB "$T/img" -- sh -c '
+	s=/sys/block/$LOOPFD_NAME
+	echo "$(cat $s/size) $(cat $s/loop/offset) $(cat $s/loop/sizelimit)" > "$1/geom"
+	cat "$2" >&3' sh "$T" "$T/data" || fail "offset/sizelimit run failed"
+[ "$(cat "$T/geom")" = "4096 1048576 2097152" ] || fail "geometry: $(cat "$T/geom"), want 4096 sectors at 1 MiB"
+cmp -n $((1 << 20)) "$T/data" "$T/img" 0 $((1 << 20)) || fail "data not written 1 MiB into the image"
+
+# Sector size, direct I/O, partition scanning.
+as_nobody "$LOOPFD" run -b 4096 --direct-io -P "$T/img" -- sh -c '
+	s=/sys/block/$LOOPFD_NAME
+	echo "$(cat $s/queue/logical_block_size) $(cat $s/loop/dio) $(cat $s/loop/partscan)" > "$1/flags"' \
+	sh "$T" || fail "-b/--direct-io/-P run failed"
+[ "$(cat "$T/flags")" = "4096 1 1" ] || fail "sector size, dio, partscan: $(cat "$T/flags"), want 4096 1 1"
+
+# --lock: another open file description cannot take the lock meanwhile.
+rm -f "$T/held" "$T/go"
+as_nobody "$LOOPFD" run --lock "$T/img" -- sh -c '
+	echo $LOOPFD_NAME > "$1/held"
+	while [ ! -e "$1/go" ] && [ -d "$1" ]; do sleep 0.05; done' sh "$T" &
+session=$!
+remember_pid $session
+wait_until 10 test -s "$T/held" || fail "--lock session did not start"
+dev=/dev/$(cat "$T/held")
+if flock -n -x "$dev" true; then fail "$dev not locked under --lock"; fi
+touch "$T/go"
+wait $session || fail "--lock session failed"
+# Without --lock, nothing holds it (the test can fail).
+rm -f "$T/held" "$T/go"
+as_nobody "$LOOPFD" run "$T/img" -- sh -c '
+	echo $LOOPFD_NAME > "$1/held"
+	while [ ! -e "$1/go" ] && [ -d "$1" ]; do sleep 0.05; done' sh "$T" &
+session=$!
+remember_pid $session
+wait_until 10 test -s "$T/held" || fail "session did not start"
+flock -n -x "/dev/$(cat "$T/held")" true || fail "device locked without --lock"
+touch "$T/go"
+wait $session || fail "session without --lock failed"
+
+# Options the policy forbids are refused by name.
+write_config "allow-direct-io no
+allow-partscan no"
+for opt in --direct-io -P; do
+	if as_nobody "$LOOPFD" run $opt "$T/img" -- true 2> "$T/err"; then
+		fail "$opt allowed although the policy forbids it"
+	fi
+	grep -q "not allowed by $LOOPFD_CONF" "$T/err" || fail "$opt refusal: $(cat "$T/err")"
+done
+assert_no_device_for "$T/img"
+note "offset/sizelimit, sector size, dio, partscan, --lock and policy refusals as asked"
