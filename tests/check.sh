@@ -38,6 +38,20 @@ for t in tests/integration/t_*.sh tests/hostile/t_*.sh; do
 	run_test "$t"
 done
 
+if [ -z "${ONLY:-}" ]; then
+	echo "== the loopfd CLI and libloopfd under ASan/UBSan, through integration tests"
+	if make -s O="$LOOPFD_T/asan" PREFIX="$PREFIX" SYSCONFDIR="$LOOPFD_T/etc" \
+		RUNSTATEDIR="$LOOPFD_RUN" asan-cli > "$LOOPFD_T/asan.log" 2>&1; then
+		for t in buffered_writes readonly busy sigkill options policy; do
+			echo "== asan: integration/t_$t.sh"
+			LOOPFD_CLI=$LOOPFD_T/asan/loopfd timeout -k 5 240 bash tests/integration/t_$t.sh
+			result "asan/t_$t.sh" $?
+		done
+	else
+		tail -20 "$LOOPFD_T/asan.log"; result asan-build 1
+	fi
+fi
+
 if [ -z "${ONLY:-}" ] && [ -z "${NO_FUZZ:-}" ]; then
 	echo "== fuzz: corpus replay and a bounded smoke run"
 	make -s fuzz-smoke FUZZ_SECONDS="${FUZZ_SECONDS:-45}" > "$LOOPFD_T/fuzz.log" 2>&1

@@ -10,7 +10,7 @@
 # detaches only loop devices whose backing file lies under $T, and removes $T.
 set -euo pipefail
 
-LOOPFD=$PREFIX/bin/loopfd
+LOOPFD=${LOOPFD_CLI:-$PREFIX/bin/loopfd}	# check.sh may point it at an ASan build
 HELPER=$PREFIX/libexec/loopfd-helper
 NOBODY=65534
 T=$(mktemp -d "$LOOPFD_T/t.XXXXXX")
