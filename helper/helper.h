@@ -100,6 +100,7 @@ struct session {
 	const char *refusal;		/* set: answer every request with this */
 	enum lfd_reason refusal_reason;
 	int hello_done;
+	int reply_failed;		/* client gone or not reading: end */
 	uint32_t next_id;
 	struct device dev[LFD_MAX_DEVICES];
 	unsigned char user_slots[POLICY_MAX_PER_USER / 8];	/* bitsets of held slots */

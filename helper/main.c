@@ -456,7 +456,8 @@ int main(int argc, char **argv)
 	if (sb_leave_callers_reach() < 0)
 		die("leaving the caller's reach", errno);
 	if (o.mode == RUN_SESSION)
-		setsid();	/* fails harmlessly if already a group leader */
+		setsid();	/* fails if the caller made us a group leader:
+				 * the terminal signals are ignored for that */
 
 	memset(&s, 0, sizeof(s));
 	switch (o.mode) {

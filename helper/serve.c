@@ -23,12 +23,6 @@ struct request {
 	int nfds;
 };
 
-/* Set when a reply could not be sent: the client is gone (EPIPE) or has
- * not read for the send timeout (EAGAIN).  serve() then ends the session:
- * going on would block for another send timeout on each request still
- * queued, for as long as the client keeps the socket open. */
-static int reply_failed;
-
 static void send_msg(struct session *s, const struct lfd_msg *m, int fd)
 {
 	uint8_t buf[LFD_MAX_MSG];
@@ -41,7 +35,7 @@ static void send_msg(struct session *s, const struct lfd_msg *m, int fd)
 	/* A client that does not read its replies fills the socket; the send
 	 * timeout set at session start then ends the session (EAGAIN). */
 	if (lfd_send(s->sock, buf, len, fd) < 0) {
-		reply_failed = 1;
+		s->reply_failed = 1;
 		if (errno != EPIPE)
 			logmsg("uid %u: cannot send reply: %s; ending the session",
 			       (unsigned)s->caller.uid, strerror(errno));
@@ -436,7 +430,7 @@ void serve(struct session *s)
 		else
 			dispatch(s, &r);
 		close_fds(&r);
-		if (reply_failed)
+		if (s->reply_failed)
 			return;
 	}
 }
