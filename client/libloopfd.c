@@ -56,6 +56,7 @@ struct loopfd_session {
 	uint32_t seq;		/* of the last request sent */
 	int broken;		/* replies can no longer be matched to requests */
 	int lingers;		/* a device was released busy or changed */
+	unsigned attached;	/* devices attached and not yet released */
 	struct loopfd_info info;
 };
 
@@ -570,6 +571,8 @@ int loopfd_attach(struct loopfd_session *s, int backing_fd,
 	m.u.attach_req.flags = flags;
 	if (transact(s, &m, backing_fd, &fd, err) < 0)
 		return -1;
+	/* Counted before the check: the helper holds the device either way. */
+	s->attached++;
 	if (check_device_fd(s, fd, &m.u.attach_rep, err) < 0) {
 		close(fd);
 		return -1;
@@ -598,8 +601,13 @@ int loopfd_release(struct loopfd_session *s, uint32_t id, uint32_t timeout_ms,
 		 * counted); loopfd_close must not wait for that. */
 		if (err->reason == LFD_R_BUSY || err->reason == LFD_R_DEVICE_CHANGED)
 			s->lingers = 1;
+		/* After these the id is gone from the session. */
+		if (err->reason == LFD_R_BUSY || err->reason == LFD_R_DEVICE_CHANGED ||
+		    err->reason == LFD_R_DATA_LOST)
+			s->attached -= s->attached > 0;
 		return -1;
 	}
+	s->attached -= s->attached > 0;
 	if (m.u.release_rep.id != id)
 		return protocol_error(s, err, LFD_OP_RELEASE, "the reply names "
 				      "another device");
@@ -642,7 +650,10 @@ void loopfd_close(struct loopfd_session *s)
 	/* Closing the socket is what tells the helper the session is over. */
 	if (s->sock >= 0)
 		close(s->sock);
-	if (s->helper > 0 && !s->lingers)
+	/* Wait for a spawned helper only when it has nothing left to do: a
+	 * device still attached (its fd perhaps still open here) or released
+	 * busy keeps it running, maybe for long. */
+	if (s->helper > 0 && !s->lingers && s->attached == 0)
 		wait_helper(s, &st);
 	else if (s->helper > 0)
 		waitpid(s->helper, &st, WNOHANG);

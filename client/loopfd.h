@@ -143,9 +143,11 @@ int loopfd_list(struct loopfd_session *s, struct loopfd_device *devs,
 /*
  * Close the connection and free s (NULL is allowed).  The helper releases
  * whatever the session still holds, on its own.  For a spawned helper, waits
- * for it to exit, except when a release answered busy or device-changed: the
- * helper then stays until that device has detached (so that it keeps counting
- * against the caller's limits), and is not waited for.
+ * for it to exit, except while devices remain: one not released, or released
+ * busy or device-changed.  The helper then releases them on its own and
+ * stays until they have detached (so that they keep counting against the
+ * caller's limits); it is not waited for, and the caller reaps it (SIGCHLD)
+ * if it runs on.
  */
 void loopfd_close(struct loopfd_session *s);
 

@@ -185,50 +185,100 @@ static int drop_node_acl(int fd)
 
 /*
  * Before anyone's data goes through a node, only root may reach it: no
- * ACL, no world access, and a node still owned by a user (left by a grant
- * whose helper was killed) goes back to root:root 0600.  A user's chgrp or
- * chmod during its grant must not open later attachments to it.
+ * world access and no ACL (left by a user's grant, say).  The owner is
+ * root here: user-owned nodes are recreated first (recreate_node).
  */
-static int reset_node_to_root(int fd, uint32_t index, struct stat *st,
-			      struct lfd_msg *err)
+static int reset_node_access(int fd, uint32_t index, struct stat *st,
+			     struct lfd_msg *err)
 {
-	mode_t mode = st->st_mode & 07777;
-	gid_t gid = st->st_gid;
+	mode_t mode = st->st_mode & 0770;
 
-	if (st->st_uid != 0) {
-		gid = 0;
-		mode = 0600;
-		if (fchown(fd, 0, 0) < 0)
-			goto fail;
+	if ((mode != (st->st_mode & 07777) && fchmod(fd, mode) < 0) ||
+	    drop_node_acl(fd) < 0) {
+		lfd_make_error(err, 0, errno, LFD_R_NO_DEVICE,
+			       "/dev/loop%u (mode %04o) cannot be made root-only "
+			       "before use: %s", index,
+			       (unsigned)(st->st_mode & 07777), strerror(errno));
+		return -1;
 	}
-	mode &= 0770;
-	if (mode != (st->st_mode & 07777) && fchmod(fd, mode) < 0)
-		goto fail;
-	if (drop_node_acl(fd) < 0)
-		goto fail;
-	st->st_uid = 0;
-	st->st_gid = gid;
 	st->st_mode = (st->st_mode & ~(mode_t)07777) | mode;
 	return 0;
-fail:
-	lfd_make_error(err, 0, errno, LFD_R_NO_DEVICE,
-		       "/dev/loop%u (owner uid %u, mode %04o) cannot be reset "
-		       "to root-only before use: %s", index, (unsigned)st->st_uid,
-		       (unsigned)(st->st_mode & 07777), strerror(errno));
-	return -1;
 }
 
-/* A node a killed helper left to a user with mode 0600 cannot even be
- * opened by root without CAP_DAC_OVERRIDE: take it back by path first.
- * /dev is root's; nobody else can swap the entry between these calls. */
-static int reclaim_node_by_path(uint32_t index)
+/*
+ * A free node still owned by a user was left by a grant whose helper was
+ * killed (only root can do that); its owner could open every later
+ * attachment of it.  Rather than chown by path (Landlock does not confine
+ * chown or chmod), have the kernel recreate it: LOOP_CTL_REMOVE refuses a
+ * device that is bound or open (someone else's), and the node a new
+ * LOOP_CTL_ADD makes is root's, mode 0600.
+ */
+static int recreate_node(const struct session *s, uint32_t index)
 {
-	char path[32];
-
-	snprintf(path, sizeof(path), "/dev/loop%u", index);
-	if (fchownat(AT_FDCWD, path, 0, 0, AT_SYMLINK_NOFOLLOW) < 0)
+	if (ioctl(s->ctl_fd, LOOP_CTL_REMOVE, (unsigned long)index) < 0)
 		return -1;
-	return fchmodat(AT_FDCWD, path, 0600, 0);
+	if (ioctl(s->ctl_fd, LOOP_CTL_ADD, (unsigned long)index) < 0 &&
+	    errno != EEXIST)
+		return -1;
+	logmsg("/dev/loop%u was free but owned by a user (a killed helper's "
+	       "grant): recreated as root's", index);
+	return 0;
+}
+
+/* LOOP_CTL_GET_FREE reserves nothing: only touch a node that is unbound. */
+static int node_unbound(int fd)
+{
+	struct loop_info64 info;
+
+	return ioctl(fd, LOOP_GET_STATUS64, &info) < 0 && errno == ENXIO;
+}
+
+/* Open free device n, as a root-owned, root-only, unbound loop node.
+ * 0: *fd ready; 1: collision (try another); -1: error in err. */
+static int open_free_node(const struct session *s, uint32_t n, int ro, int *fd,
+			  struct stat *st, struct lfd_msg *err)
+{
+	int recreated = 0;
+
+	for (;;) {
+		*fd = open_loop_node(n, ro);
+		if (*fd < 0 && errno == EACCES && !recreated) {
+			/* user-owned, and root has no CAP_DAC_OVERRIDE */
+			if (recreate_node(s, n) < 0)
+				return 1;
+			recreated = 1;
+			continue;
+		}
+		if (*fd < 0 && (errno == ENOENT || errno == ENXIO || errno == EACCES))
+			return 1;	/* removed, or taken, under us */
+		if (*fd < 0) {
+			lfd_make_error(err, 0, errno, LFD_R_KERNEL,
+				       "cannot open /dev/loop%u: %s", n, strerror(errno));
+			return -1;
+		}
+		if (verify_loop_node(*fd, n, st, err) < 0)
+			goto fail;
+		if (!node_unbound(*fd))
+			goto collision;
+		if (st->st_uid != 0 && !recreated) {
+			close(*fd);
+			if (recreate_node(s, n) < 0)
+				return 1;
+			recreated = 1;
+			continue;
+		}
+		if (st->st_uid != 0)
+			goto collision;
+		if (reset_node_access(*fd, n, st, err) < 0)
+			goto fail;
+		return 0;
+	}
+collision:
+	close(*fd);
+	return 1;
+fail:
+	close(*fd);
+	return -1;
 }
 
 static uint32_t kernel_flags(uint32_t flags)
@@ -373,27 +423,18 @@ static int bind_free_device(struct session *s, int backing_fd,
 			    struct device *d, struct lfd_msg *err)
 {
 	struct stat st;
-	int tries, n, fd, ro = (flags & LFD_ATTACH_READ_ONLY) != 0;
+	int tries, n, fd, rc, ro = (flags & LFD_ATTACH_READ_ONLY) != 0;
 
 	for (tries = 0; tries < ATTACH_TRIES; tries++) {
 		n = ioctl(s->ctl_fd, LOOP_CTL_GET_FREE);
 		if (n < 0)
 			return refuse(err, LFD_R_NO_DEVICE, errno, "no free loop device (LOOP_CTL_GET_FREE)");
-		fd = open_loop_node((uint32_t)n, ro);
-		if (fd < 0 && errno == EACCES &&
-		    reclaim_node_by_path((uint32_t)n) == 0)
-			fd = open_loop_node((uint32_t)n, ro);
-		if (fd < 0 && (errno == ENOENT || errno == ENXIO))
-			continue;	/* removed under us */
-		if (fd < 0) {
-			lfd_make_error(err, 0, errno, LFD_R_KERNEL,
-				       "cannot open /dev/loop%d: %s", n, strerror(errno));
+		rc = open_free_node(s, (uint32_t)n, ro, &fd, &st, err);
+		if (rc < 0)
 			return -1;
-		}
-		if (verify_loop_node(fd, (uint32_t)n, &st, err) < 0 ||
-		    reset_node_to_root(fd, (uint32_t)n, &st, err) < 0) {
-			close(fd);
-			return -1;
+		if (rc > 0) {
+			collision_backoff(tries);
+			continue;
 		}
 		if (bind_device(fd, backing_fd, req, flags) == 0) {
 			d->fd = fd;
@@ -522,9 +563,9 @@ static int verify_same(const struct device *d, struct lfd_msg *err)
 
 	if (ioctl(d->fd, LOOP_GET_STATUS64, &info) < 0) {
 		lfd_make_error(err, 0, ESTALE, LFD_R_DEVICE_CHANGED,
-			       "/dev/loop%u was detached by someone else "
-			       "(LOOP_GET_STATUS64: %s); data written before "
-			       "that is not known to be in the image",
+			       "/dev/loop%u cannot be checked (LOOP_GET_STATUS64: "
+			       "%s); not flushed or cleared, data written through "
+			       "it is not known to be in the image",
 			       d->ident.index, strerror(errno));
 		return -1;
 	}
@@ -550,29 +591,49 @@ static void data_lost(const struct device *d, int e, struct lfd_msg *err)
 
 /*
  * Open the node again and find out whether our attachment is still there.
- * DEV_GONE: unbound, being torn down (opens fail with ENXIO in rundown), or
- * bound again by someone else (another disk sequence number).  DEV_OURS:
- * still bound as we made it; *fd is then an open fd the caller owns.
+ * DEV_GONE: unbound (LOOP_GET_STATUS64 fails with ENXIO), removed, or bound
+ * again by someone else (another disk sequence number).  DEV_RUNDOWN: opens
+ * fail with ENXIO, which on 6.18 happens only while a LOOP_CLR_FD by a sole
+ * opener is pending on an fd still open (an autoclear last close holds the
+ * disk's open mutex until it is done): someone cleared it, write-back may
+ * fail.  DEV_UNKNOWN: anything else (a FUSE backing file can fail
+ * LOOP_GET_STATUS64 at will); never taken for "gone".  DEV_OURS: still as we
+ * made it; *fd is then an open fd the caller owns.
  */
-enum dev_state { DEV_OURS, DEV_GONE, DEV_UNKNOWN };
+enum dev_state { DEV_OURS, DEV_GONE, DEV_RUNDOWN, DEV_UNKNOWN };
 
 static enum dev_state probe_device(const struct device *d, int *fd)
 {
 	struct loop_info64 info;
 	struct stat st;
 	uint64_t seq = 0;
+	enum dev_state state = DEV_UNKNOWN;
 
 	*fd = open_loop_node(d->ident.index, 1);
 	if (*fd < 0)
-		return errno == ENXIO || errno == ENOENT ? DEV_GONE : DEV_UNKNOWN;
-	if (fstat(*fd, &st) < 0 || st.st_rdev != d->rdev ||
-	    ioctl(*fd, LOOP_GET_STATUS64, &info) < 0 ||
-	    read_diskseq(*fd, &seq) < 0 || seq != d->ident.diskseq) {
-		close(*fd);
-		*fd = -1;
-		return DEV_GONE;
+		return errno == ENXIO ? DEV_RUNDOWN :
+		       errno == ENOENT ? DEV_GONE : DEV_UNKNOWN;
+	if (fstat(*fd, &st) < 0)
+		goto out;
+	if (st.st_rdev != d->rdev) {
+		state = DEV_GONE;
+		goto out;
+	}
+	if (ioctl(*fd, LOOP_GET_STATUS64, &info) < 0) {
+		state = errno == ENXIO ? DEV_GONE : DEV_UNKNOWN;
+		goto out;
+	}
+	if (read_diskseq(*fd, &seq) < 0)
+		goto out;
+	if (seq != d->ident.diskseq) {
+		state = DEV_GONE;
+		goto out;
 	}
 	return DEV_OURS;
+out:
+	close(*fd);
+	*fd = -1;
+	return state;
 }
 
 /*
@@ -622,21 +683,26 @@ static int flush_round(int fd, int round)
 }
 
 /* Flush-close-probe rounds until the attachment is gone or timeout_ms of
- * waiting for other openers passed.  1: gone; 0: still held by others. */
+ * waiting for other openers passed.  1: gone; 0: still there (or unknown).
+ * *cleared is set when someone else's LOOP_CLR_FD put it in rundown. */
 static int wait_detached(struct device *d, uint32_t timeout_ms,
-			 uint32_t *waited_ms, int *lost_errno)
+			 uint32_t *waited_ms, int *lost_errno, int *cleared)
 {
 	uint64_t start = now_ms();
 	enum dev_state st;
 	int round;
 
 	for (round = 0;; round++) {
-		if (flush_round(d->fd, round) < 0 && *lost_errno == 0)
-			*lost_errno = errno;
-		close(d->fd);
-		d->fd = -1;
+		if (d->fd >= 0) {
+			if (flush_round(d->fd, round) < 0 && *lost_errno == 0)
+				*lost_errno = errno;
+			close(d->fd);
+			d->fd = -1;
+		}
 		st = probe_device(d, &d->fd);
 		*waited_ms = (uint32_t)(now_ms() - start);
+		if (st == DEV_RUNDOWN)
+			*cleared = 1;
 		if (st == DEV_GONE)
 			return 1;
 		if (st == DEV_UNKNOWN || *waited_ms >= timeout_ms) {
@@ -652,7 +718,7 @@ static int wait_detached(struct device *d, uint32_t timeout_ms,
 int loop_release(struct device *d, uint32_t timeout_ms, uint32_t *waited_ms,
 		 struct lfd_msg *err)
 {
-	int lost_errno = 0;
+	int lost_errno = 0, cleared = 0, gone;
 
 	*waited_ms = 0;
 	if (verify_same(d, err) < 0) {
@@ -675,25 +741,42 @@ int loop_release(struct device *d, uint32_t timeout_ms, uint32_t *waited_ms,
 		d->fd = -1;
 		return RELEASE_STILL_ATTACHED;
 	}
-	if (!wait_detached(d, timeout_ms, waited_ms, &lost_errno)) {
-		if (lost_errno)
-			data_lost(d, lost_errno, err);
-		else
-			lfd_make_error(err, 0, EBUSY, LFD_R_BUSY,
-				       "busy: /dev/loop%u is still open elsewhere "
-				       "after %u ms; it will detach when closed "
-				       "(data written so far is flushed)",
-				       d->ident.index, *waited_ms);
-		return RELEASE_STILL_ATTACHED;
-	}
-	if (lost_errno) {
+	gone = wait_detached(d, timeout_ms, waited_ms, &lost_errno, &cleared);
+	if (lost_errno)
 		data_lost(d, lost_errno, err);
-		return RELEASE_FAILED;
-	}
-	return RELEASE_DONE;
+	else if (cleared)
+		lfd_make_error(err, 0, EIO, LFD_R_DATA_LOST,
+			       "/dev/loop%u was cleared (LOOP_CLR_FD) by another "
+			       "opener during the release: data written through "
+			       "it may NOT all be in the image", d->ident.index);
+	else if (!gone)
+		lfd_make_error(err, 0, EBUSY, LFD_R_BUSY,
+			       "busy: /dev/loop%u is still open elsewhere after "
+			       "%u ms; it will detach when closed (what was "
+			       "written before the release is flushed)",
+			       d->ident.index, *waited_ms);
+	if (!gone)
+		return RELEASE_STILL_ATTACHED;
+	return lost_errno || cleared ? RELEASE_FAILED : RELEASE_DONE;
 }
 
-/* A device released as busy or changed: gone yet?  Its slots are held until
+/* A client can clear AUTOCLEAR (LOOP_SET_STATUS64 on its writable fd) after
+ * a busy release; without it the device would never detach.  Set it again
+ * on every check (not LOOP_CLR_FD: the probe may be the sole opener). */
+static void rearm_autoclear(const struct device *d, int fd)
+{
+	struct loop_info64 info;
+
+	if (ioctl(fd, LOOP_GET_STATUS64, &info) < 0 ||
+	    (info.lo_flags & LO_FLAGS_AUTOCLEAR))
+		return;
+	info.lo_flags |= LO_FLAGS_AUTOCLEAR;
+	if (ioctl(fd, LOOP_SET_STATUS64, &info) < 0)
+		logmsg("/dev/loop%u: cannot re-arm autoclear: %s",
+		       d->ident.index, strerror(errno));
+}
+
+/* A device released busy or changed: gone yet?  Its slots are held until
  * it is, so a client cannot pin devices past its limit by keeping them open
  * and releasing them. */
 int loop_detached(const struct device *d)
@@ -701,12 +784,12 @@ int loop_detached(const struct device *d)
 	int fd;
 	enum dev_state st = probe_device(d, &fd);
 
-	if (fd >= 0)
+	if (st == DEV_OURS) {
+		rearm_autoclear(d, fd);
 		close(fd);	/* if we were its last opener, it detaches here */
-	if (st != DEV_OURS)
-		return st == DEV_GONE;
-	st = probe_device(d, &fd);
-	if (fd >= 0)
-		close(fd);
+		st = probe_device(d, &fd);
+		if (fd >= 0)
+			close(fd);
+	}
 	return st == DEV_GONE;
 }

@@ -33,7 +33,7 @@ struct sb_stage {
 	size_t nsyscalls;
 	const unsigned long *ioctls;
 	size_t nioctls;
-	int allow_openat;
+	unsigned long open_flags;	/* openat allowed with these; 0: not at all */
 	int allow_stacking;
 };
 
@@ -50,6 +50,8 @@ struct sb_stage {
  * O_SYNC... none has a use in serving loop devices. */
 #define SB_OPEN_FLAGS (O_ACCMODE | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | \
 	O_NOFOLLOW | SB_KERNEL_O_LARGEFILE)
+/* The same without write access (O_RDONLY is 0: no access bit allowed). */
+#define SB_OPEN_FLAGS_RDONLY (SB_OPEN_FLAGS & ~(unsigned long)O_ACCMODE)
 
 /* restart_syscall is in both lists because the kernel itself issues it: a
  * nanosleep, clock_nanosleep or timed poll interrupted by a stop signal
@@ -66,9 +68,6 @@ static const int serve_syscalls[] = {
 	SCMP_SYS(fcntl),
 	SCMP_SYS(fsync), SCMP_SYS(fdatasync), SCMP_SYS(sync_file_range),
 	SCMP_SYS(fchown), SCMP_SYS(fchmod), SCMP_SYS(fremovexattr),
-	/* by path, only to take back a node a killed helper left to a user
-	 * (Landlock keeps it beneath /dev) */
-	SCMP_SYS(fchownat), SCMP_SYS(fchmodat),
 	SCMP_SYS(clock_gettime), SCMP_SYS(clock_nanosleep),
 	SCMP_SYS(nanosleep),
 	SCMP_SYS(getpid), SCMP_SYS(gettid),
@@ -84,7 +83,8 @@ static const int serve_syscalls[] = {
  * (_IOR(0x12, 128, __u64) = 0x80081280) has bit 31 set and, through an
  * int, would become 0xffffffff80081280 and never match the real call. */
 static const unsigned long serve_ioctls[] = {
-	LOOP_CTL_GET_FREE, LOOP_CONFIGURE, LOOP_SET_FD, LOOP_SET_STATUS64,
+	LOOP_CTL_GET_FREE, LOOP_CTL_ADD, LOOP_CTL_REMOVE,
+	LOOP_CONFIGURE, LOOP_SET_FD, LOOP_SET_STATUS64,
 	LOOP_GET_STATUS64, LOOP_CLR_FD,
 	BLKFLSBUF, BLKGETDISKSEQ, BLKGETSIZE64,
 };
@@ -106,13 +106,14 @@ static const int teardown_syscalls[] = {
 };
 
 static const unsigned long teardown_ioctls[] = {
-	BLKFLSBUF, LOOP_CLR_FD, LOOP_GET_STATUS64, BLKGETDISKSEQ,
+	BLKFLSBUF, LOOP_CLR_FD, LOOP_GET_STATUS64, LOOP_SET_STATUS64,
+	BLKGETDISKSEQ,
 };
 
 static const struct sb_stage serve_stage = {
 	.syscalls = serve_syscalls, .nsyscalls = SB_COUNT(serve_syscalls),
 	.ioctls = serve_ioctls, .nioctls = SB_COUNT(serve_ioctls),
-	.allow_openat = 1,
+	.open_flags = SB_OPEN_FLAGS,
 	/* The teardown filter is loaded from inside this one. */
 	.allow_stacking = 1,
 };
@@ -122,8 +123,8 @@ static const struct sb_stage teardown_stage = {
 	.nsyscalls = SB_COUNT(teardown_syscalls),
 	.ioctls = teardown_ioctls, .nioctls = SB_COUNT(teardown_ioctls),
 	/* Finding out whether a device released busy has detached means
-	 * opening its node again (read-only, same flag limits). */
-	.allow_openat = 1,
+	 * opening its node again, read-only. */
+	.open_flags = SB_OPEN_FLAGS_RDONLY,
 	.allow_stacking = 0,
 };
 
@@ -207,12 +208,12 @@ allow_noexec_memory(scmp_filter_ctx ctx)
 }
 
 static int
-allow_plain_openat(scmp_filter_ctx ctx)
+allow_plain_openat(scmp_filter_ctx ctx, unsigned long allowed)
 {
 	/* The mask covers all 64 bits of the register: flags with any bit
-	 * outside SB_OPEN_FLAGS, including garbage above bit 31 that the
+	 * outside the allowed ones, including garbage above bit 31 that the
 	 * kernel would ignore, are killed. */
-	scmp_datum_t forbidden = ~(scmp_datum_t)SB_OPEN_FLAGS;
+	scmp_datum_t forbidden = ~(scmp_datum_t)allowed;
 
 	return seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, SCMP_SYS(openat),
 	    1, arg_lacks_bits(2, forbidden));
@@ -242,8 +243,8 @@ add_stage_rules(scmp_filter_ctx ctx, const struct sb_stage *st)
 		rc = allow_ioctls(ctx, st->ioctls, st->nioctls);
 	if (rc == 0)
 		rc = allow_noexec_memory(ctx);
-	if (rc == 0 && st->allow_openat)
-		rc = allow_plain_openat(ctx);
+	if (rc == 0 && st->open_flags)
+		rc = allow_plain_openat(ctx, st->open_flags);
 	if (rc == 0 && st->allow_stacking)
 		rc = allow_stacking(ctx);
 	return rc;

@@ -43,4 +43,29 @@ grep -Eq "/dev/loop[0-9]+" "$T/err" || fail "message does not name the device: $
 wait_until 10 sh -c "[ -z \"\$(losetup -j '$T/other.img')\" ]" || fail "re-pointed device left attached"
 [ "$(sha256sum < "$T/other.img")" = "$before" ] || fail "the other file changed"
 assert_no_device_for "$T/img"
-note "client CLR_FD/SET_STATUS64: released normally; CHANGE_FD: refused as re-pointed, untouched"
+
+# 4. A second opener hammering LOOP_CLR_FD during the release: the moment
+#    the helper holds no fd of its own, the clear would put the device in
+#    rundown (write-back fails).  The release must never answer success.
+head -c $((1 << 20)) /dev/urandom > "$T/data"
+set +e
+as_nobody "$LOOPFD" run --release-timeout 1 "$T/img" -- sh -c '
+	cat "$1" >&3
+	"$2" clear-loop 3 2500 > /dev/null &' sh "$T/data" "$DEVCTL" 2> "$T/err"
+rc=$?
+set -e
+[ $rc != 0 ] || fail "release reported success while another opener kept clearing the device"
+grep -Eq "cleared \(LOOP_CLR_FD\) by another opener|still open elsewhere" "$T/err" \
+	|| fail "unclear message: $(cat "$T/err")"
+wait_until 15 sh -c "[ -z \"\$(losetup -j '$T/img')\" ]" || fail "device left attached after the clearing opener exited"
+
+# 5. After a busy release the holder clears AUTOCLEAR and closes: nothing
+#    would ever detach the device.  The helper re-arms it and it detaches.
+set +e
+as_nobody "$LOOPFD" run --release-timeout 0 "$T/img" -- sh -c '
+	( sleep 1; "$1" noautoclear 3 > /dev/null ) &' sh "$DEVCTL" 2> "$T/err"
+rc=$?
+set -e
+[ $rc != 0 ] || fail "release with a holder reported success"
+wait_until 15 sh -c "[ -z \"\$(losetup -j '$T/img')\" ]" || fail "device whose autoclear the holder cleared stayed attached"
+note "client CLR_FD/SET_STATUS64: released normally; CHANGE_FD: refused as re-pointed, untouched; clearing races never succeed; autoclear re-armed"

@@ -46,11 +46,11 @@ FORBIDDEN="execve socket openat_creat openat_path ioctl_unlisted
 # Allowed while serving.
 SERVE_OK="ok_getpid ok_openat_rdonly ok_ioctl_listed ok_ioctl_flsbuf
 	ok_ioctl_diskseq ok_write ok_mmap_noexec ok_malloc seccomp_stack
-	teardown_recvmsg"
+	teardown_recvmsg openat_rdwr"
 # Allowed while serving, forbidden once the teardown stage is stacked.
-TEARDOWN_GONE="teardown_recvmsg ok_ioctl_listed seccomp_stack"
+TEARDOWN_GONE="teardown_recvmsg ok_ioctl_listed seccomp_stack openat_rdwr"
 # Still allowed in teardown (openat: re-checking whether a device released
-# busy has detached; its flags are limited as in the serving stage).
+# busy has detached; read-only, other flags limited as in the serving stage).
 TEARDOWN_OK="ok_getpid ok_openat_rdonly ok_ioctl_flsbuf ok_ioctl_diskseq
 	ok_write ok_mmap_noexec ok_malloc"
 

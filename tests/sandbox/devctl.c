@@ -5,6 +5,10 @@
  *   devctl clear FD             LOOP_CLR_FD
  *   devctl change FD FILE       LOOP_CHANGE_FD to FILE (read-only devices)
  *   devctl offset FD BYTES      LOOP_SET_STATUS64 with a new offset
+ *   devctl noautoclear FD       LOOP_SET_STATUS64 without LO_FLAGS_AUTOCLEAR
+ *   devctl clear-loop FD MS     LOOP_CLR_FD as fast as it can for MS ms,
+ *                               keeping FD open (hunting the moment the
+ *                               helper holds no fd of its own)
  *
  * Exit 0 when the kernel accepted the ioctl, 1 with the errno text if not.
  */
@@ -15,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <time.h>
 #include <unistd.h>
 
 static int report(const char *what, int rc)
@@ -24,6 +29,25 @@ static int report(const char *what, int rc)
 		return 1;
 	}
 	printf("%s: ok\n", what);
+	return 0;
+}
+
+static long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int clear_loop(int fd, long ms)
+{
+	long end = now_ms() + ms, n = 0;
+
+	while (now_ms() < end)
+		if (ioctl(fd, LOOP_CLR_FD, 0) == 0)
+			n++;
+	printf("LOOP_CLR_FD: %ld accepted\n", n);
 	return 0;
 }
 
@@ -51,6 +75,14 @@ int main(int argc, char **argv)
 		info.lo_offset = strtoull(argv[3], NULL, 10);
 		return report("LOOP_SET_STATUS64", ioctl(fd, LOOP_SET_STATUS64, &info));
 	}
+	if (strcmp(argv[1], "noautoclear") == 0) {
+		if (ioctl(fd, LOOP_GET_STATUS64, &info) < 0)
+			return report("LOOP_GET_STATUS64", -1);
+		info.lo_flags &= ~(unsigned)LO_FLAGS_AUTOCLEAR;
+		return report("LOOP_SET_STATUS64", ioctl(fd, LOOP_SET_STATUS64, &info));
+	}
+	if (strcmp(argv[1], "clear-loop") == 0 && argc == 4)
+		return clear_loop(fd, atol(argv[3]));
 	fprintf(stderr, "devctl: bad arguments\n");
 	return 2;
 }

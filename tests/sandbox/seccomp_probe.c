@@ -225,6 +225,18 @@ act_ok_getpid(void)
 	return syscall(SYS_getpid);
 }
 
+/* Allowed while serving; the teardown stage reopens nodes read-only only. */
+static long
+act_openat_rdwr(void)
+{
+	int fd;
+
+	fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (fd != -1)
+		close(fd);
+	return fd;
+}
+
 static long
 act_ok_openat_rdonly(void)
 {
@@ -343,6 +355,7 @@ static const struct {
 	{ "seccomp_listener", act_seccomp_listener },
 	{ "ok_getpid", act_ok_getpid },
 	{ "ok_openat_rdonly", act_ok_openat_rdonly },
+	{ "openat_rdwr", act_openat_rdwr },
 	{ "ok_ioctl_listed", act_ok_ioctl_listed },
 	{ "ok_ioctl_flsbuf", act_ok_ioctl_flsbuf },
 	{ "ok_ioctl_diskseq", act_ok_ioctl_diskseq },
