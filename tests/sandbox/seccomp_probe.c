@@ -225,27 +225,27 @@ act_ok_getpid(void)
 	return syscall(SYS_getpid);
 }
 
-/* Allowed while serving; the teardown stage reopens nodes read-only only. */
 static long
-act_openat_rdwr(void)
+open_dev_null(int flags)
 {
-	int fd;
+	int fd = open("/dev/null", flags | O_CLOEXEC);
 
-	fd = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (fd != -1)
 		close(fd);
 	return fd;
 }
 
+/* Allowed while serving; the teardown stage reopens nodes read-only only. */
+static long
+act_openat_rdwr(void)
+{
+	return open_dev_null(O_RDWR);
+}
+
 static long
 act_ok_openat_rdonly(void)
 {
-	int fd;
-
-	fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	if (fd != -1)
-		close(fd);
-	return fd;
+	return open_dev_null(O_RDONLY);
 }
 
 static long
