@@ -233,52 +233,54 @@ static int node_unbound(int fd)
 	return ioctl(fd, LOOP_GET_STATUS64, &info) < 0 && errno == ENXIO;
 }
 
-/* Open free device n, as a root-owned, root-only, unbound loop node.
- * 0: *fd ready; 1: collision (try another); -1: error in err. */
+enum node_state { NODE_READY, NODE_TAKEN, NODE_ERROR, NODE_USER_OWNED };
+
+/* One attempt at free device n: open it, and check it is an unbound loop
+ * node owned by root; make it root-only.  NODE_USER_OWNED: root cannot
+ * open it, or it is a user's, and may be a stale grant. */
+static enum node_state try_free_node(uint32_t n, int ro, int *fd,
+				     struct stat *st, struct lfd_msg *err)
+{
+	enum node_state state = NODE_TAKEN;
+
+	*fd = open_loop_node(n, ro);
+	if (*fd < 0 && errno == EACCES)
+		return NODE_USER_OWNED;	/* root has no CAP_DAC_OVERRIDE */
+	if (*fd < 0 && (errno == ENOENT || errno == ENXIO))
+		return NODE_TAKEN;	/* removed, or being torn down */
+	if (*fd < 0) {
+		lfd_make_error(err, 0, errno, LFD_R_KERNEL,
+			       "cannot open /dev/loop%u: %s", n, strerror(errno));
+		return NODE_ERROR;
+	}
+	if (verify_loop_node(*fd, n, st, err) < 0)
+		state = NODE_ERROR;
+	else if (!node_unbound(*fd))
+		state = NODE_TAKEN;
+	else if (st->st_uid != 0)
+		state = NODE_USER_OWNED;
+	else if (reset_node_access(*fd, n, st, err) < 0)
+		state = NODE_ERROR;
+	else
+		return NODE_READY;
+	close(*fd);
+	*fd = -1;
+	return state;
+}
+
+/* Open free device n as an unbound, root-only loop node, recreating a
+ * user-owned one once.  0: *fd ready; 1: taken or unusable, try another;
+ * -1: error in err. */
 static int open_free_node(const struct session *s, uint32_t n, int ro, int *fd,
 			  struct stat *st, struct lfd_msg *err)
 {
-	int recreated = 0;
+	enum node_state state = try_free_node(n, ro, fd, st, err);
 
-	for (;;) {
-		*fd = open_loop_node(n, ro);
-		if (*fd < 0 && errno == EACCES && !recreated) {
-			/* user-owned, and root has no CAP_DAC_OVERRIDE */
-			if (recreate_node(s, n) < 0)
-				return 1;
-			recreated = 1;
-			continue;
-		}
-		if (*fd < 0 && (errno == ENOENT || errno == ENXIO || errno == EACCES))
-			return 1;	/* removed, or taken, under us */
-		if (*fd < 0) {
-			lfd_make_error(err, 0, errno, LFD_R_KERNEL,
-				       "cannot open /dev/loop%u: %s", n, strerror(errno));
-			return -1;
-		}
-		if (verify_loop_node(*fd, n, st, err) < 0)
-			goto fail;
-		if (!node_unbound(*fd))
-			goto collision;
-		if (st->st_uid != 0 && !recreated) {
-			close(*fd);
-			if (recreate_node(s, n) < 0)
-				return 1;
-			recreated = 1;
-			continue;
-		}
-		if (st->st_uid != 0)
-			goto collision;
-		if (reset_node_access(*fd, n, st, err) < 0)
-			goto fail;
-		return 0;
-	}
-collision:
-	close(*fd);
-	return 1;
-fail:
-	close(*fd);
-	return -1;
+	if (state == NODE_USER_OWNED && recreate_node(s, n) == 0)
+		state = try_free_node(n, ro, fd, st, err);
+	if (state == NODE_ERROR)
+		return -1;
+	return state == NODE_READY ? 0 : 1;
 }
 
 static uint32_t kernel_flags(uint32_t flags)
