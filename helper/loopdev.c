@@ -235,13 +235,27 @@ static int node_unbound(int fd)
 
 enum node_state { NODE_READY, NODE_TAKEN, NODE_ERROR, NODE_USER_OWNED };
 
+static enum node_state check_free_node(int fd, uint32_t n, struct stat *st,
+					struct lfd_msg *err)
+{
+	if (verify_loop_node(fd, n, st, err) < 0)
+		return NODE_ERROR;
+	if (!node_unbound(fd))
+		return NODE_TAKEN;
+	if (st->st_uid != 0)
+		return NODE_USER_OWNED;
+	if (reset_node_access(fd, n, st, err) < 0)
+		return NODE_ERROR;
+	return NODE_READY;
+}
+
 /* One attempt at free device n: open it, and check it is an unbound loop
  * node owned by root; make it root-only.  NODE_USER_OWNED: root cannot
  * open it, or it is a user's, and may be a stale grant. */
 static enum node_state try_free_node(uint32_t n, int ro, int *fd,
 				     struct stat *st, struct lfd_msg *err)
 {
-	enum node_state state = NODE_TAKEN;
+	enum node_state state;
 
 	*fd = open_loop_node(n, ro);
 	if (*fd < 0 && errno == EACCES)
@@ -253,18 +267,11 @@ static enum node_state try_free_node(uint32_t n, int ro, int *fd,
 			       "cannot open /dev/loop%u: %s", n, strerror(errno));
 		return NODE_ERROR;
 	}
-	if (verify_loop_node(*fd, n, st, err) < 0)
-		state = NODE_ERROR;
-	else if (!node_unbound(*fd))
-		state = NODE_TAKEN;
-	else if (st->st_uid != 0)
-		state = NODE_USER_OWNED;
-	else if (reset_node_access(*fd, n, st, err) < 0)
-		state = NODE_ERROR;
-	else
-		return NODE_READY;
-	close(*fd);
-	*fd = -1;
+	state = check_free_node(*fd, n, st, err);
+	if (state != NODE_READY) {
+		close(*fd);
+		*fd = -1;
+	}
 	return state;
 }
 
