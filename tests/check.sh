@@ -54,7 +54,7 @@ fi
 
 if [ -z "${ONLY:-}" ] && [ -z "${NO_FUZZ:-}" ]; then
 	echo "== fuzz: corpus replay and a bounded smoke run"
-	make -s fuzz-smoke FUZZ_SECONDS="${FUZZ_SECONDS:-45}" > "$LOOPFD_T/fuzz.log" 2>&1
+	make -s fuzz-smoke FUZZ_SECONDS="${FUZZ_SECONDS:-60}" > "$LOOPFD_T/fuzz.log" 2>&1
 	rc=$?; [ $rc = 0 ] || tail -40 "$LOOPFD_T/fuzz.log"
 	result fuzz-smoke $rc
 fi
