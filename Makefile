@@ -92,10 +92,12 @@ CLI_LINK ?= -static-pie
 $(CLI): $(call objs,$(CLI_SRC)) $(LIB_A)
 	$(CC) $(CFLAGS_ALL) $(CLI_LINK) $(LDFLAGS_ALL) $^ -o $@
 
-$(PC): client/loopfd.pc.in
+# Rewritten when a path changes, like paths.h.
+$(PC): client/loopfd.pc.in FORCE
 	@mkdir -p $(dir $@)
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
-	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
+	@sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@.tmp
+	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
 
 # ---- test programs (built with the same flags; not installed) -------------
 TEST_PROGS := $(O)/tests/seccomp_probe $(O)/tests/hostile_exec $(O)/tests/marker_preload.so \

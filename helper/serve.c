@@ -378,25 +378,30 @@ static void close_fds(struct request *r)
  * devices released busy are re-checked every WATCH_INTERVAL_MS.
  * 0: readable (or hung up); -1: end the session.
  */
-static int wait_for_request(struct session *s)
+static int wait_for_request(struct session *s, uint64_t hello_deadline)
 {
 	struct pollfd p = { .fd = s->sock, .events = POLLIN };
+	uint64_t now;
 	int timeout, n;
 
 	for (;;) {
-		timeout = !s->hello_done ? HELLO_TIMEOUT_MS :
+		now = now_ms();
+		if (!s->hello_done && now >= hello_deadline) {
+			logmsg("uid %u: no hello within %d ms, closing",
+			       (unsigned)s->caller.uid, HELLO_TIMEOUT_MS);
+			return -1;
+		}
+		/* The deadline counts from the connection, not from the last
+		 * message: junk every few seconds does not keep it open. */
+		timeout = !s->hello_done ? (int)(hello_deadline - now) :
 			  watching_any(s) ? WATCH_INTERVAL_MS : -1;
 		n = poll(&p, 1, timeout);
 		if (n > 0)
 			return 0;
 		if (n < 0 && errno != EINTR)
 			return -1;
-		if (n == 0 && !s->hello_done) {
-			logmsg("uid %u: no hello within %d ms, closing",
-			       (unsigned)s->caller.uid, HELLO_TIMEOUT_MS);
-			return -1;
-		}
-		check_watched(s);
+		if (n == 0 && s->hello_done)
+			check_watched(s);
 	}
 }
 
@@ -405,11 +410,12 @@ void serve(struct session *s)
 	uint8_t buf[LFD_MAX_MSG];
 	struct request r;
 	enum lfd_reason why;
+	uint64_t hello_deadline = now_ms() + HELLO_TIMEOUT_MS;
 	long n;
 	int flags;
 
 	for (;;) {
-		if (wait_for_request(s) < 0)
+		if (wait_for_request(s, hello_deadline) < 0)
 			return;
 		n = lfd_recv(s->sock, buf, sizeof(buf), r.fds, 2, &r.nfds, &flags);
 		if (n < 0) {

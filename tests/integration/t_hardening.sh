@@ -70,6 +70,22 @@ assert_sandboxed "$child" 0000000000200001 "daemon session"
 [ "$(field Seccomp_filters "$child")" = 1 ] || fail "session filters $(field Seccomp_filters "$child"), want 1 while serving"
 end_session
 
+# Idle connections: at most 32 sessions per uid (extra ones closed at once,
+# the listener never blocks), and none may stay without a HELLO for more
+# than 10 s.
+as_nobody "$HX" --idle "$T/sock" 34 14 > "$T/idle" &
+idle=$!
+remember_pid $idle
+sleep 1.5
+# Another user is served while uid 65534 holds 32 idle connections.
+"$LOOPFD" run --socket "$T/sock" "$T/img" -- true || fail "root not served while uid 65534 was at its cap"
+wait $idle || fail "idle connections: $(cat "$T/idle")"
+out=$(cat "$T/idle")
+read -r _ early _ late _ open _ last <<<"$out"
+[ "$early" = 2 ] || fail "daemon closed $early of 34 idle connections at once, want 2 (cap 32 per uid): $out"
+[ "$late" = 32 ] && [ "$open" = 0 ] || fail "idle connections not all closed by the HELLO timeout: $out"
+awk -v t="$last" 'BEGIN { exit !(t >= 9.5 && t <= 12.5) }' || fail "HELLO timeout after $last s, want 10: $out"
+
 # 4. Hostile execs of the setuid helper, as uid 65534.
 out=$(as_nobody "$HX" --argc0 "$HELPER" 2>&1) || fail "argc 0: $out"
 [[ "$out" == *"closed: exit 2" ]] || fail "argc 0: helper did not refuse cleanly: $out"

@@ -11,6 +11,11 @@
  *	and RELEASE.  Prints "served", or "closed: exit N" when the helper
  *	ended the session without a reply; exit 0 when every reply was right.
  *
+ *   hostile_exec --idle PATH N SECONDS
+ *	Connects N times to the daemon socket PATH and sends nothing; prints
+ *	how many connections the daemon closed within 1 s ("early") and how
+ *	many more by SECONDS ("late"), with the time of the last close.
+ *
  *   hostile_exec --reach PID
  *	Tries kill(SIGSTOP), kill(SIGKILL) and PTRACE_ATTACH on PID and
  *	prints each result; exit 0 if all three failed with EPERM.
@@ -23,6 +28,9 @@
 #include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <poll.h>
+#include <time.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <signal.h>
@@ -215,6 +223,59 @@ static int run_hostile(const struct setup *su)
 	return rc == 0 ? 0 : 1;
 }
 
+static double seconds_since(const struct timespec *t0)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)(t.tv_sec - t0->tv_sec) + (t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* Wait until every fd has hung up or until limit seconds; count those that
+ * did by 1 s and after. */
+static int idle_connections(const char *path, int n, double limit)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	struct pollfd p[256];
+	struct timespec t0;
+	int i, open_left, early = 0, late = 0;
+	double last = 0, t;
+
+	if (n < 1 || n > 256 || strlen(path) >= sizeof(addr.sun_path))
+		return 2;
+	memcpy(addr.sun_path, path, strlen(path) + 1);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (i = 0; i < n; i++) {
+		p[i].fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+		p[i].events = POLLIN;
+		if (p[i].fd < 0 || connect(p[i].fd, (struct sockaddr *)&addr,
+					   sizeof(addr)) < 0) {
+			perror(path);
+			return 2;
+		}
+		usleep(2000);	/* in order, so the daemon sees them in order */
+	}
+	open_left = n;
+	while (open_left > 0 && (t = seconds_since(&t0)) < limit) {
+		if (poll(p, (nfds_t)n, 100) < 0)
+			return 2;
+		for (i = 0; i < n; i++) {
+			if (p[i].fd < 0 || !(p[i].revents & (POLLIN | POLLHUP)))
+				continue;
+			close(p[i].fd);
+			p[i].fd = -1;
+			open_left--;
+			last = seconds_since(&t0);
+			if (last < 1.0)
+				early++;
+			else
+				late++;
+		}
+	}
+	printf("early %d late %d open %d last %.1f\n", early, late, open_left, last);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct setup su = { .nofile = -1, .fsize = -1 };
@@ -222,6 +283,8 @@ int main(int argc, char **argv)
 
 	if (argc == 3 && strcmp(argv[1], "--reach") == 0)
 		return try_reach((pid_t)atoi(argv[2]));
+	if (argc == 5 && strcmp(argv[1], "--idle") == 0)
+		return idle_connections(argv[2], atoi(argv[3]), atof(argv[4]));
 	for (i = 1; i < argc - 1; i++) {
 		if (strcmp(argv[i], "--argc0") == 0)
 			su.argc0 = 1;
