@@ -42,6 +42,11 @@ int sb_reset_environment(void);
  * ptrace by the caller). */
 int sb_reset_process(void);
 
+/* Replace fds 0-2 by a read-only /dev/null (writes fail, harmlessly), so
+ * that a helper outliving its session holds nothing of the caller's open.
+ * Usable under the teardown seccomp stage (open read-only, close, fcntl). */
+int sb_stdio_to_devnull(void);
+
 /* Setuid mode: make real, effective and saved uid and gid 0 and drop
  * supplementary groups, so the invoking user can neither signal nor ptrace
  * the helper (kill(2) and ptrace check the target's real/saved uid).

@@ -30,6 +30,15 @@ wait_until 15 sh -c "[ -z \"\$(losetup -j '$T/img')\" ]" || fail "device did not
 cmp -n $((4 << 20)) "$T/d1" "$T/img" || fail "first write missing"
 cmp -n $((4 << 20)) "$T/d2" "$T/img" 0 $((4 << 20)) || fail "write made after the busy release missing"
 
+# The helper stays until a busy device detaches, but not on the caller's
+# stdio: a reader of loopfd's output through a pipe gets its end of file.
+start=$SECONDS
+out=$(as_nobody "$LOOPFD" run --release-timeout 0 "$T/img" -- sh -c '
+	( sleep 4 ) 3>&3 < /dev/null > /dev/null 2>&1 &' 2>&1) && fail "release with a holder reported success"
+[ $((SECONDS - start)) -lt 3 ] || fail "a pipe on loopfd's stderr was held open by the lingering helper"
+grep -q "still open elsewhere" <<<"$out" || fail "no busy message: $out"
+wait_until 15 sh -c "[ -z \"\$(losetup -j '$T/img')\" ]" || fail "busy device did not detach"
+
 # A device released busy keeps counting against its user until it has
 # detached: otherwise holding devices open and releasing them would attach
 # any number of devices past the limit.
