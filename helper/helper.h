@@ -52,7 +52,6 @@ int config_load(const char *path, struct policy *p, char *err, size_t errlen);
 struct caller {
 	uid_t uid;
 	gid_t gid;
-	pid_t pid;			/* 0 when unknown (setuid mode: parent) */
 	gid_t groups[CALLER_MAX_GROUPS];
 	int ngroups;
 };
@@ -127,6 +126,7 @@ int loop_detached(const struct device *d);
 /* clock.c */
 uint64_t now_ms(void);
 void sleep_ms(unsigned ms);
+void sleep_us(unsigned long us);
 
 /* log.c: one line to stderr, prefixed "loopfd-helper[pid]: " */
 void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -17,7 +17,6 @@
 #include <sys/sysmacros.h>
 #include <sys/vfs.h>
 #include <sys/xattr.h>
-#include <time.h>
 #include <unistd.h>
 
 #define LOOP_MAJOR_NR		7
@@ -407,17 +406,13 @@ static void collision_backoff(int tries)
 {
 	static uint32_t seed;
 	uint32_t cap = (uint32_t)ATTACH_BACKOFF_US << (tries < 5 ? tries : 5);
-	struct timespec ts;
 
 	if (seed == 0)
 		seed = ((uint32_t)getpid() * 2654435761u) | 1u;
 	seed ^= seed << 13;	/* xorshift32 */
 	seed ^= seed >> 17;
 	seed ^= seed << 5;
-	ts.tv_sec = 0;
-	ts.tv_nsec = (long)(seed % cap) * 1000L;
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
+	sleep_us(seed % cap);
 }
 
 /*

@@ -139,7 +139,6 @@ static void record_invoker(struct caller *c)
 	memset(c, 0, sizeof(*c));
 	c->uid = getuid();
 	c->gid = getgid();
-	c->pid = getppid();
 	c->ngroups = getgroups(CALLER_MAX_GROUPS, c->groups);
 	if (c->ngroups < 0)
 		c->ngroups = 0;
@@ -156,7 +155,6 @@ static int record_peer(int sock, struct caller *c)
 		return -1;
 	c->uid = cred.uid;
 	c->gid = cred.gid;
-	c->pid = cred.pid;
 	len = sizeof(c->groups);
 	if (getsockopt(sock, SOL_SOCKET, SO_PEERGROUPS, c->groups, &len) == 0)
 		c->ngroups = (int)(len / sizeof(gid_t));
