@@ -35,7 +35,10 @@ CFLAGS_ALL   := -std=gnu11 $(WARN) $(HARDEN) $(CFLAGS)
 LDFLAGS_ALL  := -Wl,-z,relro,-z,now -Wl,--as-needed $(LDFLAGS)
 
 PROTO_SRC   := $(wildcard protocol/*.c)
-SANDBOX_SRC := $(wildcard sandbox/*.c)
+# sandbox/seccomp_policy.c is a build tool: it compiles the seccomp rules
+# into $(O)/seccomp_filters.h, which sandbox/seccomp.c loads.
+SECCOMP_POLICY := sandbox/seccomp_policy.c
+SANDBOX_SRC := $(filter-out $(SECCOMP_POLICY),$(wildcard sandbox/*.c))
 HELPER_SRC  := $(wildcard helper/*.c)
 LIB_SRC     := client/libloopfd.c
 CLI_SRC     := client/cli.c
@@ -64,6 +67,17 @@ $(O)/paths.h: FORCE
 	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
 FORCE:
 
+# The helper's seccomp programs, compiled from the policy by libseccomp on
+# the build machine (so the helper needs no rule compiler at run time).
+$(O)/seccomp_policy: $(SECCOMP_POLICY)
+	@mkdir -p $(O)
+	$(CC) $(CPPFLAGS_ALL) $(CPPFLAGS) $(CFLAGS_ALL) -pie -fPIE $(LDFLAGS_ALL) $< -lseccomp -o $@
+
+$(O)/seccomp_filters.h: $(O)/seccomp_policy
+	$< > $@.tmp && mv $@.tmp $@
+
+$(O)/sandbox/seccomp.o: $(O)/seccomp_filters.h
+
 $(O)/%.o: %.c $(O)/paths.h $(wildcard */*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS_ALL) $(CPPFLAGS) $(CFLAGS_ALL) -fPIE -c $< -o $@
@@ -77,7 +91,7 @@ $(O)/pic/%.o: %.c $(O)/paths.h $(wildcard */*.h)
 # left it no free fd (RLIMIT_NOFILE) to open a shared library with, and
 # execs about as fast as a static no-op.
 $(HELPER): $(call objs,$(HELPER_SRC) $(SANDBOX_SRC) $(PROTO_SRC))
-	$(CC) $(CFLAGS_ALL) -static-pie $(LDFLAGS_ALL) $^ -lseccomp -lcap -o $@
+	$(CC) $(CFLAGS_ALL) -static-pie $(LDFLAGS_ALL) $^ -lcap -o $@
 
 $(LIB_A): $(call objs,$(LIB_SRC) $(PROTO_SRC))
 	rm -f $@ && ar rcs $@ $^
@@ -109,7 +123,7 @@ test-programs: $(TEST_PROGS)
 
 $(O)/tests/seccomp_probe: $(O)/tests/sandbox/seccomp_probe.o $(call objs,$(SANDBOX_SRC))
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -pie $(LDFLAGS_ALL) $^ -lseccomp -lcap -o $@
+	$(CC) $(CFLAGS_ALL) -pie $(LDFLAGS_ALL) $^ -lcap -o $@
 
 $(O)/tests/hostile_exec: $(O)/tests/sandbox/hostile_exec.o $(call objs,$(PROTO_SRC))
 	@mkdir -p $(dir $@)
@@ -201,9 +215,9 @@ fuzz-smoke: $(FUZZ)
 		$(O)/fuzz/smoke tests/fuzz/corpus
 
 # ---- static analysis and sanitizers ----------------------------------------
-ALL_SRC = $(PROTO_SRC) $(SANDBOX_SRC) $(HELPER_SRC) $(LIB_SRC) $(CLI_SRC)
+ALL_SRC = $(PROTO_SRC) $(SANDBOX_SRC) $(SECCOMP_POLICY) $(HELPER_SRC) $(LIB_SRC) $(CLI_SRC)
 
-analyze: $(O)/paths.h
+analyze: $(O)/paths.h $(O)/seccomp_filters.h
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performance \
 		--inline-suppr --std=c11 -D_GNU_SOURCE -I$(O) -Iprotocol -Isandbox \
 		-Ihelper -Iclient --suppress=missingIncludeSystem $(ALL_SRC)
