@@ -20,6 +20,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -527,45 +528,75 @@ out:
 }
 
 /*
- * In the child: device i onto fd 3+i.  Each is first copied above the
- * target range, so that placing one cannot close another that happens to
- * sit on its target; dup2 then gives copies without FD_CLOEXEC, while every
- * other fd of ours (helper socket, images, the copies) is close-on-exec.
+ * Device i goes onto fd 3+i in COMMAND.  Each is first copied above the
+ * target range (close-on-exec, like every other fd of ours), so that
+ * placing one cannot overwrite another that happens to sit on its target;
+ * the spawn's dup2 of a copy then gives COMMAND its fd without FD_CLOEXEC.
+ * copies[] is closed by the caller after the spawn.
  */
-static int place_device_fds(struct image *imgs, size_t n)
+static int place_device_fds(posix_spawn_file_actions_t *fa,
+			    const struct image *imgs, size_t n, int *copies)
 {
 	int top = FIRST_DEVICE_FD + (int)n;
 	size_t i;
+	int rc;
 
 	for (i = 0; i < n; i++) {
-		imgs[i].dev.fd = fcntl(imgs[i].dev.fd, F_DUPFD_CLOEXEC, top);
-		if (imgs[i].dev.fd < 0)
-			return -1;
+		copies[i] = fcntl(imgs[i].dev.fd, F_DUPFD_CLOEXEC, top);
+		if (copies[i] < 0)
+			return errno;
 	}
-	for (i = 0; i < n; i++)
-		if (dup2(imgs[i].dev.fd, FIRST_DEVICE_FD + (int)i) < 0)
-			return -1;
+	for (i = 0; i < n; i++) {
+		rc = posix_spawn_file_actions_adddup2(fa, copies[i],
+						      FIRST_DEVICE_FD + (int)i);
+		if (rc != 0)
+			return rc;
+	}
 	return 0;
 }
 
-static void exec_command(char **cmd, struct image *imgs, size_t n,
-			 const sigset_t *orig) __attribute__((noreturn));
-
-static void exec_command(char **cmd, struct image *imgs, size_t n,
-			 const sigset_t *orig)
+/*
+ * Start COMMAND with the signal mask from before ours and the devices on
+ * fds 3...  posix_spawnp (vfork-like in glibc) rather than fork + exec:
+ * `loopfd run` starts one program more than losetup does, and not copying
+ * our page tables is the cheap part of that to save.  0 and *pid, or the
+ * error number of what failed (the exec's own included).
+ */
+static int spawn_command(char **cmd, const struct image *imgs, size_t n,
+			 const sigset_t *orig, pid_t *pid)
 {
-	int e;
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	int *copies = calloc(n ? n : 1, sizeof(*copies));
+	size_t i;
+	int rc;
 
-	sigprocmask(SIG_SETMASK, orig, NULL);
-	if (place_device_fds(imgs, n) < 0) {
-		fprintf(stderr, "loopfd: placing the device fds for %s: %s\n",
-			cmd[0], strerror(errno));
-		_exit(126);
+	if (copies == NULL)
+		return ENOMEM;
+	for (i = 0; i < n; i++)
+		copies[i] = -1;
+	rc = posix_spawn_file_actions_init(&fa);
+	if (rc != 0) {
+		free(copies);
+		return rc;
 	}
-	execvp(cmd[0], cmd);
-	e = errno;
-	fprintf(stderr, "loopfd: %s: %s\n", cmd[0], strerror(e));
-	_exit(e == ENOENT ? 127 : 126);
+	rc = posix_spawnattr_init(&attr);
+	if (rc == 0) {
+		rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+		if (rc == 0)
+			rc = posix_spawnattr_setsigmask(&attr, orig);
+		if (rc == 0)
+			rc = place_device_fds(&fa, imgs, n, copies);
+		if (rc == 0)
+			rc = posix_spawnp(pid, cmd[0], &fa, &attr, cmd, environ);
+		posix_spawnattr_destroy(&attr);
+	}
+	posix_spawn_file_actions_destroy(&fa);
+	for (i = 0; i < n; i++)
+		if (copies[i] >= 0)
+			close(copies[i]);
+	free(copies);
+	return rc;
 }
 
 static void forward_set(sigset_t *set)
@@ -624,26 +655,25 @@ static int exit_status(int st)
 	return 1;
 }
 
-/* Run COMMAND and return its exit status (1 if it could not be started).
+/* Run COMMAND and return its exit status: 127 if it was not found, 126 if
+ * it could not be started otherwise (as a shell reports), 1 if waiting failed.
  * The forwarded signals stay blocked afterwards, through the release. */
 static int run_command(char **cmd, struct image *imgs, size_t n)
 {
 	sigset_t set, orig;
 	pid_t pid;
-	int st;
+	int st, rc;
 
 	forward_set(&set);
 	if (sigprocmask(SIG_BLOCK, &set, &orig) < 0) {
 		perror("loopfd: sigprocmask");
 		return 1;
 	}
-	pid = fork();
-	if (pid < 0) {
-		perror("loopfd: fork");
-		return 1;
+	rc = spawn_command(cmd, imgs, n, &orig, &pid);
+	if (rc != 0) {
+		fprintf(stderr, "loopfd: %s: %s\n", cmd[0], strerror(rc));
+		return rc == ENOENT ? 127 : 126;
 	}
-	if (pid == 0)
-		exec_command(cmd, imgs, n, &orig);
 	if (wait_command(pid, &set, &st) < 0) {
 		perror("loopfd: waiting for the command");
 		return 1;

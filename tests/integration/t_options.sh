@@ -57,4 +57,25 @@ for opt in --direct-io -P; do
 	grep -q "not allowed by $LOOPFD_CONF" "$T/err" || fail "$opt refusal: $(cat "$T/err")"
 done
 assert_no_device_for "$T/img"
-note "offset/sizelimit, sector size, dio, partscan, --lock and policy refusals as asked"
+rm -f "$LOOPFD_CONF"
+
+# COMMAND that cannot be started: the shell's exit statuses (127 not found,
+# 126 not executable), a message naming it, and the device released anyway.
+# The fds COMMAND gets: the devices on 3.., nothing else of ours.
+printf '#!/bin/sh\nexit 0\n' > "$T/noexec"; chmod 0644 "$T/noexec"
+for c in "$T/missing:127" "$T/noexec:126"; do
+	rc=0; as_nobody "$LOOPFD" run "$T/img" -- "${c%:*}" 2> "$T/err" || rc=$?
+	[ "$rc" = "${c##*:}" ] || fail "${c%:*}: exit $rc, expected ${c##*:}: $(cat "$T/err")"
+	grep -q "${c%:*}" "$T/err" || fail "${c%:*}: message does not name it: $(cat "$T/err")"
+	assert_no_device_for "$T/img"
+done
+mkimage "$T/i2.img" 1
+as_nobody "$LOOPFD" run "$T/img" "$T/i2.img" -- sh -c '
+	for f in /proc/$$/fd/*; do echo "${f##*/} $(readlink "$f")"; done > "$1/fds"' sh "$T" \
+	2> "$T/err" || fail "fd listing run failed: $(cat "$T/err")"
+grep -q '^3 /dev/loop[0-9]*$' "$T/fds" && grep -q '^4 /dev/loop[0-9]*$' "$T/fds" ||
+	fail "devices not on fds 3 and 4: $(cat "$T/fds")"
+# (fds the test harness itself passes down may be there too; none of ours)
+! grep -E "socket:|$T/(img|i2.img)|/dev/loop-control" "$T/fds" ||
+	fail "COMMAND inherited loopfd's own fds: $(cat "$T/fds")"
+note "offset/sizelimit, sector size, dio, partscan, --lock, policy refusals, COMMAND exit statuses and fds as asked"
