@@ -7,7 +7,9 @@
 #   LOOPFD_RUN     the compiled-in run-state dir
 #   BUILD          the build dir (test programs in $BUILD/tests/)
 # Each test gets its own directory $T (0755) and a trap that kills what it started,
-# detaches only loop devices whose backing file lies under $T, and removes $T.
+# waits for the helpers it spawned to exit (failing the test if one outlives
+# it by 10 s), detaches only loop devices whose backing file lies under $T, and
+# removes $T.
 set -euo pipefail
 
 LOOPFD=${LOOPFD_CLI:-$PREFIX/bin/loopfd}	# check.sh may point it at an ASan build
@@ -31,10 +33,40 @@ _detach_ours() {
 	done < <(losetup -a 2>/dev/null)
 }
 
+# Helpers of this run's prefix still running (by executable: the spawned
+# ones are called plain "loopfd-helper").  Tests run one at a time, so any
+# left when a test ends are its own.
+_our_helpers() {
+	local p
+	for p in $(pgrep -x loopfd-helper 2>/dev/null || true); do
+		[ "$(readlink "/proc/$p/exe" 2>/dev/null)" != "$HELPER" ] || echo "$p"
+	done
+}
+
+# A helper that lingers for a device released busy exits once the device
+# has detached and frees its quota slots only then: one still running when
+# its test ends would count against the next test's per-user limit.  Wait
+# for them (the watch interval is 1 s), then kill and report what is left.
+_reap_helpers() {
+	local i left
+	for i in $(seq 100); do
+		[ -n "$(_our_helpers)" ] || return 0
+		sleep 0.1
+	done
+	left=$(_our_helpers)
+	echo "cleanup: loopfd-helper still running 10 s after the test: $left" >&2
+	kill -KILL $left 2>/dev/null || true
+	return 1
+}
+
 _cleanup() {
 	local rc=$? p m
 	for p in "${_bg_pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
 	for p in "${_bg_pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	if ! _reap_helpers && [ "$rc" = 0 ]; then
+		echo "FAIL: a helper outlived its test" >&2
+		rc=1
+	fi
 	_detach_ours
 	for m in "${_mounts[@]}"; do umount -l "$m" 2>/dev/null || true; done
 	[ -z "${_wrote_config:-}" ] || rm -f "$LOOPFD_CONF"
