@@ -28,7 +28,8 @@
  *   bench concurrent raw|lib K N IMGPREFIX [--uid U] [--socket P]
  *	(root) K processes, each with its own image IMGPREFIX.<i>, start
  *	together and do N cycles each.  Prints "agg CYCLES_PER_S", "fail N",
- *	"collisions N" (raw: GET_FREE races lost), "release_waits N", ...
+ *	"collisions N" (raw: GET_FREE races lost), "release_waits N", ...,
+ *	"cpu_us_per_cycle N" (user+sys of the workers and their helpers)
  *   bench write MIB REPS IMG [--uid U] [ARM...]
  *	file: MIB MiB written to IMG with pwrite, then fsync; loop, loop-dio,
  *	loop-dio-odirect: attach IMG through loopfd (with --direct-io for the
@@ -62,6 +63,7 @@
 #include <string.h>
 #include <dirent.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -726,6 +728,7 @@ static int cmd_concurrent(int argc, char **argv)
 	uid_t u = parse_uid_opt(&argc, argv);
 	const char *sock = parse_str_opt(&argc, argv, "--socket");
 	struct conc_result r, all;
+	struct rusage ru;
 	double *p50s;
 	long k, n, i, got = 0;
 	int lib, ready[2], go[2], res[2], st;
@@ -785,6 +788,14 @@ static int cmd_concurrent(int argc, char **argv)
 		;
 	if (got < k)
 		die("%ld of %ld workers reported", got, k);
+	/* CPU time of the workers and, through them, of the helpers they
+	 * spawned and waited for (kernel threads such as the loop workers
+	 * are not in it): the cost per cycle that bounds throughput once
+	 * the CPUs are busy. */
+	if (getrusage(RUSAGE_CHILDREN, &ru) == 0 && all.ok > 0)
+		printf("cpu_us_per_cycle %.1f\n",
+		       (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e6 / (double)all.ok +
+		       (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / (double)all.ok);
 	qsort(p50s, (size_t)k, sizeof(*p50s), cmp_double);
 	printf("agg %.1f\n", (double)all.ok / ((all.end - all.start) / 1e6));
 	printf("fail %ld\nok %ld\ncollisions %lu\nrelease_waits %lu\n"

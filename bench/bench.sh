@@ -254,6 +254,14 @@ for k in $CONC_KS; do
 	row "$k concurrent clients x $n cycles, aggregate ($runs rounds; lib failures $f, raw failures $fr)" \
 		"$(fmt_rate "$cl_m" "$cl_a" "$cl_b" cycles/s)" "$(fmt_rate "$cr_m" "$cr_a" "$cr_b" cycles/s)" \
 		"$r" ">= 0.7x, 0 failures, 0 leaked" "$(met "${r%x}" ">=" 0.7 $((f == 0 && leaks == 0)))"
+	# The cause, in CPU: once the CPUs are busy, throughput is CPU per cycle.
+	awk -v k="$k" '$1 == "raw" && $2 == k && $4 == "cpu_us_per_cycle" { print $5 }' "$W/conc.out" > "$W/c.raw"
+	awk -v k="$k" '$1 == "lib" && $2 == k && $4 == "cpu_us_per_cycle" { print $5 }' "$W/conc.out" > "$W/c.lib"
+	read -r ul_m ul_a ul_b _ < <("$BENCH" stats < "$W/c.lib")
+	read -r ur_m ur_a ur_b _ < <("$BENCH" stats < "$W/c.raw")
+	row "diagnostic: CPU time per cycle at $k clients (user+sys of clients and helpers, session start included; not the kernel's loop and I/O threads)" \
+		"$(fmt_us "$ul_m" "$ul_a" "$ul_b")" "$(fmt_us "$ur_m" "$ur_a" "$ur_b")" \
+		"$(ratio "$ul_m" "$ur_m")" "report" "-"
 done
 
 read -r wf_m wf_a wf_b wf_n < <(stats "$W/write.out" file)
