@@ -69,7 +69,8 @@ FORCE:
 
 # The helper's seccomp programs, compiled from the policy by libseccomp on
 # the build machine (so the helper needs no rule compiler at run time).
-$(O)/seccomp_policy: $(SECCOMP_POLICY)
+# (seccomp.h: a libseccomp upgrade regenerates the programs)
+$(O)/seccomp_policy: $(SECCOMP_POLICY) $(wildcard /usr/include/seccomp.h)
 	@mkdir -p $(O)
 	$(CC) $(CPPFLAGS_ALL) $(CPPFLAGS) $(CFLAGS_ALL) -pie -fPIE $(LDFLAGS_ALL) $< -lseccomp -o $@
 

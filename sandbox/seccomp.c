@@ -26,8 +26,17 @@ load_program(const struct sock_filter *insns, size_t len)
 		.filter = (struct sock_filter *)insns,	/* the kernel only reads */
 	};
 
-	return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
+	/* unsigned long arguments: the serve filter compares all 64 bits of
+	 * the operation and flags when this loads the teardown stage. */
+	return (int)syscall(SYS_seccomp, (unsigned long)SECCOMP_SET_MODE_FILTER,
+			    0UL, &prog);
 }
+
+/* sock_fprog.len is 16 bits; the kernel takes at most BPF_MAXINSNS. */
+_Static_assert(sizeof(sb_serve_filter) / sizeof(sb_serve_filter[0]) <= BPF_MAXINSNS,
+	       "serve filter too long");
+_Static_assert(sizeof(sb_teardown_filter) / sizeof(sb_teardown_filter[0]) <= BPF_MAXINSNS,
+	       "teardown filter too long");
 
 int
 sb_seccomp_serve(void)

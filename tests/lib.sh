@@ -38,8 +38,10 @@ _detach_ours() {
 # left when a test ends are its own.
 _our_helpers() {
 	local p
+	local exe
+	exe=$(readlink -f "$HELPER")
 	for p in $(pgrep -x loopfd-helper 2>/dev/null || true); do
-		[ "$(readlink "/proc/$p/exe" 2>/dev/null)" != "$HELPER" ] || echo "$p"
+		[ "$(readlink "/proc/$p/exe" 2>/dev/null)" != "$exe" ] || echo "$p"
 	done
 }
 
@@ -63,12 +65,12 @@ _cleanup() {
 	local rc=$? p m
 	for p in "${_bg_pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
 	for p in "${_bg_pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	for m in "${_mounts[@]}"; do umount -l "$m" 2>/dev/null || true; done
 	if ! _reap_helpers && [ "$rc" = 0 ]; then
 		echo "FAIL: a helper outlived its test" >&2
 		rc=1
 	fi
 	_detach_ours
-	for m in "${_mounts[@]}"; do umount -l "$m" 2>/dev/null || true; done
 	[ -z "${_wrote_config:-}" ] || rm -f "$LOOPFD_CONF"
 	rm -rf "$T"
 	exit "$rc"

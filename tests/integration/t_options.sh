@@ -71,11 +71,15 @@ for c in "$T/missing:127" "$T/noexec:126"; do
 done
 mkimage "$T/i2.img" 1
 as_nobody "$LOOPFD" run "$T/img" "$T/i2.img" -- sh -c '
+	echo "$LOOPFD_NAMES" > "$1/names"
 	for f in /proc/$$/fd/*; do echo "${f##*/} $(readlink "$f")"; done > "$1/fds"' sh "$T" \
 	2> "$T/err" || fail "fd listing run failed: $(cat "$T/err")"
-grep -q '^3 /dev/loop[0-9]*$' "$T/fds" && grep -q '^4 /dev/loop[0-9]*$' "$T/fds" ||
-	fail "devices not on fds 3 and 4: $(cat "$T/fds")"
-# (fds the test harness itself passes down may be there too; none of ours)
+read -r name1 name2 < "$T/names"
+# Exactly the two devices, in image order, on 3 and 4; no other loop fd
+# (the CLI's own copies) and nothing else of loopfd's.  Fds the test
+# harness itself passes down may be there too.
+[ "$(grep ' /dev/loop[0-9]*$' "$T/fds" | tr '\n' ' ')" = "3 /dev/$name1 4 /dev/$name2 " ] ||
+	fail "devices not exactly on fds 3 and 4 in order ($name1 $name2): $(cat "$T/fds")"
 ! grep -E "socket:|$T/(img|i2.img)|/dev/loop-control" "$T/fds" ||
 	fail "COMMAND inherited loopfd's own fds: $(cat "$T/fds")"
 note "offset/sizelimit, sector size, dio, partscan, --lock, policy refusals, COMMAND exit statuses and fds as asked"
