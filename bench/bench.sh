@@ -240,25 +240,25 @@ row "diagnostic: the same without COMMAND (median of loopfd run minus median of 
 	"$(fmt_us "$ls_m" "$ls_a" "$ls_b")" \
 	"$(ratio "$(awk -v a="$lr_m" -v b="$tr_m" 'BEGIN { print a - b }')" "$ls_m")" "report" "-"
 
+# conc_values ARM K FIELD: that field's value from every round of ARM at K.
+conc_values() {
+	awk -v a="$1" -v k="$2" -v f="$3" '$1 == a && $2 == k && $4 == f { print $5 }' "$W/conc.out"
+}
 for k in $CONC_KS; do
-	awk -v k="$k" '$1 == "raw" && $2 == k && $4 == "agg" { print $5 }' "$W/conc.out" > "$W/c.raw"
-	awk -v k="$k" '$1 == "lib" && $2 == k && $4 == "agg" { print $5 }' "$W/conc.out" > "$W/c.lib"
 	n=$(awk -v k="$k" '$2 == k { print $3; exit }' "$W/conc.out")
-	f=$(awk -v k="$k" '$1 == "lib" && $2 == k && $4 == "fail" { s += $5 } END { print s + 0 }' "$W/conc.out")
-	fr=$(awk -v k="$k" '$1 == "raw" && $2 == k && $4 == "fail" { s += $5 } END { print s + 0 }' "$W/conc.out")
-	runs=$(wc -l < "$W/c.lib")
+	f=$(conc_values lib "$k" fail | awk '{ s += $1 } END { print s + 0 }')
+	fr=$(conc_values raw "$k" fail | awk '{ s += $1 } END { print s + 0 }')
+	runs=$(conc_values lib "$k" agg | wc -l)
 	conc_fail=$((conc_fail + f))
-	read -r cl_m cl_a cl_b _ < <("$BENCH" stats < "$W/c.lib")
-	read -r cr_m cr_a cr_b _ < <("$BENCH" stats < "$W/c.raw")
+	read -r cl_m cl_a cl_b _ < <(conc_values lib "$k" agg | "$BENCH" stats)
+	read -r cr_m cr_a cr_b _ < <(conc_values raw "$k" agg | "$BENCH" stats)
 	r=$(ratio "$cl_m" "$cr_m")
 	row "$k concurrent clients x $n cycles, aggregate ($runs rounds; lib failures $f, raw failures $fr)" \
 		"$(fmt_rate "$cl_m" "$cl_a" "$cl_b" cycles/s)" "$(fmt_rate "$cr_m" "$cr_a" "$cr_b" cycles/s)" \
 		"$r" ">= 0.7x, 0 failures, 0 leaked" "$(met "${r%x}" ">=" 0.7 $((f == 0 && leaks == 0)))"
 	# The cause, in CPU: once the CPUs are busy, throughput is CPU per cycle.
-	awk -v k="$k" '$1 == "raw" && $2 == k && $4 == "cpu_us_per_cycle" { print $5 }' "$W/conc.out" > "$W/c.raw"
-	awk -v k="$k" '$1 == "lib" && $2 == k && $4 == "cpu_us_per_cycle" { print $5 }' "$W/conc.out" > "$W/c.lib"
-	read -r ul_m ul_a ul_b _ < <("$BENCH" stats < "$W/c.lib")
-	read -r ur_m ur_a ur_b _ < <("$BENCH" stats < "$W/c.raw")
+	read -r ul_m ul_a ul_b _ < <(conc_values lib "$k" cpu_us_per_cycle | "$BENCH" stats)
+	read -r ur_m ur_a ur_b _ < <(conc_values raw "$k" cpu_us_per_cycle | "$BENCH" stats)
 	row "diagnostic: CPU time per cycle at $k clients (user+sys of clients and helpers, session start included; not the kernel's loop and I/O threads)" \
 		"$(fmt_us "$ul_m" "$ul_a" "$ul_b")" "$(fmt_us "$ur_m" "$ur_a" "$ur_b")" \
 		"$(ratio "$ul_m" "$ur_m")" "report" "-"
