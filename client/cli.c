@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -132,9 +133,9 @@ static int print_help(void)
 "EXIT STATUS\n"
 "  COMMAND's exit status, or 128+N if a signal N killed it. 1 if COMMAND\n"
 "  succeeded but a release failed, or if loopfd failed before running\n"
-"  COMMAND; 2 for a usage error; 126 if COMMAND could not be executed\n"
-"  (a script needs a #! line: it is not handed to /bin/sh); 127 if it was\n"
-"  not found.\n"
+"  COMMAND; 2 for a usage error; 126 if COMMAND could not be executed;\n"
+"  127 if it was not found.  COMMAND is looked up in PATH and started as\n"
+"  execvp(3) does: an executable file without a #! line runs with /bin/sh.\n"
 "\n"
 "EXAMPLES\n"
 "  loopfd run --grant disk.img -- mkfs.fat /dev/fd/3\n"
@@ -557,14 +558,75 @@ static int place_device_fds(posix_spawn_file_actions_t *fa,
 }
 
 /*
+ * The file execvp would hand to /bin/sh: cmd itself if it names a path,
+ * else the first PATH entry holding an executable regular file of that
+ * name (an empty entry is the current directory; no PATH is glibc's
+ * "/bin:/usr/bin").  Malloc'd; NULL if there is none.
+ */
+static char *find_command(const char *cmd)
+{
+	const char *path = getenv("PATH"), *p, *end;
+	struct stat st;
+	char *file;
+	int len;
+
+	if (strchr(cmd, '/'))
+		return strdup(cmd);
+	for (p = path ? path : "/bin:/usr/bin";; p = end + 1) {
+		end = strchrnul(p, ':');
+		len = (int)(end - p);
+		if (asprintf(&file, "%.*s/%s", len ? len : 1, len ? p : ".", cmd) < 0)
+			return NULL;
+		if (stat(file, &st) == 0 && S_ISREG(st.st_mode) &&
+		    access(file, X_OK) == 0)
+			return file;
+		free(file);
+		if (*end == '\0')
+			return NULL;
+	}
+}
+
+/*
+ * What execvp does and posix_spawnp does not: an executable file the
+ * kernel cannot run (no #! line, no ELF header: ENOEXEC) is a shell
+ * script, run as `/bin/sh FILE ARGS...`.  0, or an error number (the
+ * original ENOEXEC if FILE cannot be found again).
+ */
+static int spawn_script(char **cmd, const posix_spawn_file_actions_t *fa,
+			const posix_spawnattr_t *attr, pid_t *pid)
+{
+	char *file = find_command(cmd[0]), **argv;
+	size_t argc = 0;
+	int rc;
+
+	if (file == NULL)
+		return ENOEXEC;
+	while (cmd[argc])
+		argc++;
+	argv = calloc(argc + 2, sizeof(*argv));
+	if (argv == NULL) {
+		free(file);
+		return ENOMEM;
+	}
+	argv[0] = (char *)"/bin/sh";
+	argv[1] = file;
+	memcpy(argv + 2, cmd + 1, argc * sizeof(*argv));	/* and the NULL */
+	rc = posix_spawn(pid, "/bin/sh", fa, attr, argv, environ);
+	free(argv);
+	free(file);
+	return rc;
+}
+
+/*
  * Start COMMAND with the signal mask from before ours and the devices on
  * fds 3...  posix_spawnp (vfork-like in glibc) rather than fork + exec:
  * `loopfd run` starts one program more than losetup does, and not copying
  * our page tables is the cheap part of that to save.  0 and *pid, or the
- * error number of what failed (the exec's own included).
+ * error number of what failed: *preparing is set if that was our own
+ * setup (fds, memory), not the start of COMMAND.
  */
 static int spawn_command(char **cmd, const struct image *imgs, size_t n,
-			 const sigset_t *orig, pid_t *pid)
+			 const sigset_t *orig, pid_t *pid, int *preparing)
 {
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
@@ -572,6 +634,7 @@ static int spawn_command(char **cmd, const struct image *imgs, size_t n,
 	size_t i;
 	int rc;
 
+	*preparing = 1;
 	if (copies == NULL)
 		return ENOMEM;
 	for (i = 0; i < n; i++)
@@ -588,8 +651,12 @@ static int spawn_command(char **cmd, const struct image *imgs, size_t n,
 			rc = posix_spawnattr_setsigmask(&attr, orig);
 		if (rc == 0)
 			rc = place_device_fds(&fa, imgs, n, copies);
-		if (rc == 0)
+		if (rc == 0) {
+			*preparing = 0;
 			rc = posix_spawnp(pid, cmd[0], &fa, &attr, cmd, environ);
+		}
+		if (rc == ENOEXEC)
+			rc = spawn_script(cmd, &fa, &attr, pid);
 		posix_spawnattr_destroy(&attr);
 	}
 	posix_spawn_file_actions_destroy(&fa);
@@ -657,20 +724,26 @@ static int exit_status(int st)
 }
 
 /* Run COMMAND and return its exit status: 127 if it was not found, 126 if
- * it could not be started otherwise (as a shell reports), 1 if waiting failed.
+ * it could not be started otherwise (as a shell reports), 1 if our own
+ * preparation or the waiting failed.
  * The forwarded signals stay blocked afterwards, through the release. */
 static int run_command(char **cmd, struct image *imgs, size_t n)
 {
 	sigset_t set, orig;
 	pid_t pid;
-	int st, rc;
+	int st, rc, preparing;
 
 	forward_set(&set);
 	if (sigprocmask(SIG_BLOCK, &set, &orig) < 0) {
 		perror("loopfd: sigprocmask");
 		return 1;
 	}
-	rc = spawn_command(cmd, imgs, n, &orig, &pid);
+	rc = spawn_command(cmd, imgs, n, &orig, &pid, &preparing);
+	if (rc != 0 && preparing) {
+		fprintf(stderr, "loopfd: cannot prepare to start %s: %s\n",
+			cmd[0], strerror(rc));
+		return 1;
+	}
 	if (rc != 0) {
 		fprintf(stderr, "loopfd: %s: %s\n", cmd[0], strerror(rc));
 		return rc == ENOENT ? 127 : 126;

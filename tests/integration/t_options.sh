@@ -69,6 +69,42 @@ for c in "$T/missing:127" "$T/noexec:126"; do
 	grep -q "${c%:*}" "$T/err" || fail "${c%:*}: message does not name it: $(cat "$T/err")"
 	assert_no_device_for "$T/img"
 done
+# A file without #! runs with /bin/sh, as execvp(3) would run it: named by
+# path, found in PATH, and found through an empty PATH entry (the current
+# directory).  The script writes where uid 65534 may.
+mkdir -m 0777 "$T/out"
+printf 'echo "$# $*" > %s/out/script\nexit 7\n' "$T" > "$T/nosheb"; chmod 0755 "$T/nosheb"
+for how in path PATH cwd; do
+	rm -f "$T/out/script"; rc=0
+	case $how in
+	path) as_nobody "$LOOPFD" run "$T/img" -- "$T/nosheb" a b 2> "$T/err" || rc=$? ;;
+	PATH) as_nobody env PATH="/nonexistent:$T:/usr/bin:/bin" \
+		"$LOOPFD" run "$T/img" -- nosheb a b 2> "$T/err" || rc=$? ;;
+	cwd) (cd "$T" && as_nobody env PATH=":/usr/bin:/bin" \
+		"$LOOPFD" run "$T/img" -- nosheb a b) 2> "$T/err" || rc=$? ;;
+	esac
+	[ "$rc" = 7 ] && [ "$(cat "$T/out/script" 2>/dev/null)" = "2 a b" ] ||
+		fail "script without #! ($how): exit $rc, ran with '$(cat "$T/out/script" 2>/dev/null)': $(cat "$T/err")"
+	assert_no_device_for "$T/img"
+done
+# Our own failure to prepare COMMAND's fds is loopfd's error (exit 1, said
+# so), not COMMAND's 126; the device is released either way.  Soft fd limits
+# around what a run needs: somewhere in 4..12 the copies of the device fds
+# no longer fit.
+prepare_seen=
+for n in 4 5 6 7 8 9 10 11 12; do
+	rc=0
+	as_nobody bash -c "ulimit -Sn $n; exec \"\$@\"" sh "$LOOPFD" run "$T/img" -- true \
+		2> "$T/err" || rc=$?
+	case $rc in
+	0) ;;
+	1) grep -q "^loopfd: cannot prepare to start true: Too many open files" "$T/err" &&
+		prepare_seen=$n ;;
+	*) fail "soft fd limit $n: exit $rc: $(cat "$T/err")" ;;
+	esac
+	assert_no_device_for "$T/img"
+done
+[ -n "$prepare_seen" ] || fail "no fd limit in 4..12 failed while preparing COMMAND's fds"
 mkimage "$T/i2.img" 1
 as_nobody "$LOOPFD" run "$T/img" "$T/i2.img" -- sh -c '
 	echo "$LOOPFD_NAMES" > "$1/names"
