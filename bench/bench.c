@@ -25,7 +25,7 @@
  *	(root) loopfd: `LOOPFD run IMG -- true` as uid U, exec to exit;
  *	losetup: `LOSETUP --find --show LIMG` then `LOSETUP --detach DEV`;
  *	true: /usr/bin/true alone as uid U.  Microseconds.
- *   bench concurrent raw|lib K N IMGPREFIX [--uid U] [--socket P]
+ *   bench concurrent raw|rawx|lib K N IMGPREFIX [--uid U] [--socket P]
  *	(root) K processes, each with its own image IMGPREFIX.<i>, start
  *	together and do N cycles each.  Prints "agg CYCLES_PER_S", "fail N",
  *	"collisions N" (raw: GET_FREE races lost), "release_waits N", ...,
@@ -66,6 +66,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/vfs.h>
@@ -81,6 +82,8 @@ extern char **environ;
 
 #define CHUNK		(1u << 20)	/* write size for the 256 MiB arms */
 #define RAW_TRIES	128		/* GET_FREE collisions tolerated per cycle */
+#define RELEASE_POLL_MS	20		/* as the helper's (helper/loopdev.c) */
+#define RAWX_WAIT_ROUNDS 50
 #define RELEASE_TIMEOUT_MS 10000u
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -223,50 +226,107 @@ static int ofd_lock(int fd, off_t off, short type)
 
 /*
  * The raw cycle plus every extra kernel call the helper and the library
- * make for one attach and one release (backing-fd checks, the two quota
- * slot locks, the node check, reading the attachment back, the client's
- * own device fd, the identity check before the flush, the post-clear
- * checks), in-process: the helper's kernel work without the protocol.
- * The difference to `lib` is then the cost of the two request/reply round
+ * make for one attach and one release, in their order, in-process: the
+ * helper's kernel work without the protocol (helper/loopdev.c).  The
+ * difference to `lib` is then the cost of the two request/reply round
  * trips between two processes.
  */
-static int rawx_cycle(struct raw_ctx *r)
+static int rawx_attach(struct raw_ctx *r, char *path, size_t len)
 {
 	struct loop_info64 info;
 	struct loop_config cfg;
 	struct statfs sfs;
 	struct stat st;
-	uint64_t seq, size;
-	char path[32];
-	int n, fd, cfd, tries, rc = 0;
+	int n, fd, tries;
 
+	/* check_backing; take_slots (per-user and global, each after a
+	 * getpid for the scan start) */
 	if (fcntl(r->img, F_GETFL) < 0 || fstat(r->img, &st) < 0 ||
 	    fstatfs(r->img, &sfs) < 0)
 		return -1;
-	if (ofd_lock(r->img, 0, F_WRLCK) < 0 || ofd_lock(r->img, 1, F_WRLCK) < 0)
+	if (getpid() < 0 || ofd_lock(r->img, 0, F_WRLCK) < 0 ||
+	    getpid() < 0 || ofd_lock(r->img, 1, F_WRLCK) < 0)
 		return -1;
 	for (tries = 0; tries < RAW_TRIES; tries++) {
 		n = ioctl(r->ctl, LOOP_CTL_GET_FREE);
 		if (n < 0)
 			return -1;
-		snprintf(path, sizeof(path), "/dev/loop%d", n);
+		snprintf(path, len, "/dev/loop%d", n);
 		fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
 		if (fd < 0) {
 			r->collisions++;
 			continue;
 		}
-		memset(&cfg, 0, sizeof(cfg));
-		cfg.fd = (uint32_t)r->img;
-		cfg.info.lo_flags = LO_FLAGS_AUTOCLEAR;
-		snprintf((char *)cfg.info.lo_file_name, LO_NAME_SIZE, "loopfd");
-		if (fstat(fd, &st) == 0 && ioctl(fd, LOOP_CONFIGURE, &cfg) == 0)
-			break;
+		/* check_free_node: the node, unbound, without an ACL */
+		if (fstat(fd, &st) == 0 &&
+		    ioctl(fd, LOOP_GET_STATUS64, &info) < 0 && errno == ENXIO &&
+		    (fremovexattr(fd, "system.posix_acl_access") == 0 || errno == ENODATA)) {
+			memset(&cfg, 0, sizeof(cfg));
+			cfg.fd = (uint32_t)r->img;
+			cfg.info.lo_flags = LO_FLAGS_AUTOCLEAR;
+			if (ioctl(fd, LOOP_CONFIGURE, &cfg) == 0)
+				return fd;
+		}
 		close(fd);
-		fd = -1;
 		r->collisions++;
 	}
+	errno = EBUSY;
+	return -1;
+}
+
+/* After the last close: is the binding with disk sequence seq still there?
+ * (Bound again by another worker, with another sequence, is not ours.) */
+static int still_bound(int fd, uint64_t seq)
+{
+	struct loop_info64 info;
+	uint64_t now = 0;
+
+	if (ioctl(fd, LOOP_GET_STATUS64, &info) < 0)
+		return errno != ENXIO;
+	return ioctl(fd, BLKGETDISKSEQ, &now) < 0 || now == seq;
+}
+
+/*
+ * The helper's wait_detached after the last close: probe, and while the
+ * binding is still there (a concurrent attacher's probe held the device,
+ * so the detach happens at its close), wait RELEASE_POLL_MS, flush through
+ * the probe fd and close it, and probe again.  0 once gone.
+ */
+static int rawx_wait_detached(const char *path, uint64_t seq)
+{
+	struct stat st;
+	int round, probe;
+
+	for (round = 0; round < RAWX_WAIT_ROUNDS; round++) {
+		probe = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+		if (probe < 0 && errno == ENOENT)
+			return 0;
+		if (probe >= 0 && (fstat(probe, &st) < 0 || !still_bound(probe, seq))) {
+			close(probe);
+			return 0;
+		}
+		usleep(RELEASE_POLL_MS * 1000);
+		if (probe >= 0) {
+			fsync(probe);
+			close(probe);
+		}
+	}
+	return -1;
+}
+
+static int rawx_cycle(struct raw_ctx *r)
+{
+	struct loop_info64 info;
+	struct stat st;
+	uint64_t seq, size;
+	char path[32];
+	int fd, cfd, probe, rc = 0;
+
+	fd = rawx_attach(r, path, sizeof(path));
 	if (fd < 0)
 		return -1;
+	/* read_identity; open_client_fd; the library's fstat of what it got,
+	 * and the client's close */
 	if (ioctl(fd, LOOP_GET_STATUS64, &info) < 0 ||
 	    ioctl(fd, BLKGETDISKSEQ, &seq) < 0 || ioctl(fd, BLKGETSIZE64, &size) < 0)
 		rc = -1;
@@ -275,17 +335,25 @@ static int rawx_cycle(struct raw_ctx *r)
 		rc = -1;
 	if (cfd >= 0)
 		close(cfd);
+	/* loop_release: verify_same, fsync, BLKFLSBUF, hand_over_to_autoclear
+	 * (second fd, LOOP_CLR_FD, close), flush round, last close (the
+	 * detach), probe_device */
 	if (ioctl(fd, LOOP_GET_STATUS64, &info) < 0 ||
-	    ioctl(fd, BLKGETDISKSEQ, &seq) < 0)
+	    ioctl(fd, BLKGETDISKSEQ, &seq) < 0 ||
+	    fsync(fd) < 0 || ioctl(fd, BLKFLSBUF, 0) < 0)
 		rc = -1;
-	if (fsync(fd) < 0 || ioctl(fd, BLKFLSBUF, 0) < 0 || ioctl(fd, LOOP_CLR_FD, 0) < 0)
-		rc = -1;
-	if (ioctl(fd, LOOP_GET_STATUS64, &info) == 0 || errno != ENXIO)
-		rc = -1;
-	if (sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE |
-			    SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) < 0)
+	probe = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+	if (probe < 0 || fstat(probe, &st) < 0 || ioctl(fd, LOOP_CLR_FD, 0) < 0)
 		rc = -1;
 	close(fd);
+	if (probe >= 0 &&
+	    sync_file_range(probe, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE |
+			    SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) < 0)
+		rc = -1;
+	if (probe >= 0)
+		close(probe);
+	if (rawx_wait_detached(path, seq) < 0)
+		rc = -1;
 	ofd_lock(r->img, 0, F_UNLCK);
 	ofd_lock(r->img, 1, F_UNLCK);
 	return rc;
@@ -665,7 +733,18 @@ struct conc_result {
 	double p50, p90;		/* per-cycle latency, us */
 };
 
-static void conc_child(int lib, long n, const char *img, uid_t u,
+enum conc_arm { C_RAW, C_RAWX, C_LIB };
+static const char *const conc_arm_name[] = { "raw", "rawx", "lib" };
+
+static int conc_cycle(enum conc_arm arm, struct raw_ctx *raw,
+		      struct loopfd_session *s, int fd, struct loopfd_error *err)
+{
+	if (arm == C_LIB)
+		return lib_cycle(s, fd, err);
+	return arm == C_RAWX ? rawx_cycle(raw) : raw_cycle(raw, 0);
+}
+
+static void conc_child(enum conc_arm arm, long n, const char *img, uid_t u,
 		       const char *sock, int ready, int go, int res)
 {
 	struct conc_result r;
@@ -681,7 +760,7 @@ static void conc_child(int lib, long n, const char *img, uid_t u,
 	lat = calloc((size_t)n + 1, sizeof(*lat));
 	if (!lat)
 		_exit(1);
-	if (lib) {
+	if (arm == C_LIB) {
 		if (u != (uid_t)-1)
 			drop_to(u);
 		fd = open_rw(img);
@@ -696,18 +775,18 @@ static void conc_child(int lib, long n, const char *img, uid_t u,
 	r.start = now_us();
 	for (i = 0; i < n; i++) {
 		t = now_us();
-		if (lib ? lib_cycle(s, fd, &err) : raw_cycle(&raw, 0)) {
+		if (conc_cycle(arm, &raw, s, fd, &err)) {
 			if (r.fail < 3)
 				fprintf(stderr, "bench: %s worker %d: %s\n",
-					lib ? "lib" : "raw", (int)getpid(),
-					lib ? loopfd_strerror(&err) : strerror(errno));
+					conc_arm_name[arm], (int)getpid(),
+					arm == C_LIB ? loopfd_strerror(&err) : strerror(errno));
 			r.fail++;
 			continue;
 		}
 		lat[r.ok++] = now_us() - t;
 	}
 	r.end = now_us();
-	if (!lib)
+	if (arm != C_LIB)
 		r.collisions = raw.collisions;
 	r.waits = release_waits;
 	r.waited_ms = release_waited_ms;
@@ -731,15 +810,18 @@ static int cmd_concurrent(int argc, char **argv)
 	struct rusage ru;
 	double *p50s;
 	long k, n, i, got = 0;
-	int lib, ready[2], go[2], res[2], st;
+	enum conc_arm arm;
+	int ready[2], go[2], res[2], st;
 	char path[4096], b;
 	pid_t pid;
 
 	if (argc != 5)
-		die("usage: concurrent raw|lib K N IMGPREFIX [--uid U] [--socket P]");
-	lib = strcmp(argv[1], "lib") == 0;
-	if (!lib && strcmp(argv[1], "raw") != 0)
-		die("concurrent: arm must be raw or lib");
+		die("usage: concurrent raw|rawx|lib K N IMGPREFIX [--uid U] [--socket P]");
+	for (arm = C_RAW; arm <= C_LIB; arm++)
+		if (strcmp(argv[1], conc_arm_name[arm]) == 0)
+			break;
+	if (arm > C_LIB)
+		die("concurrent: arm must be raw, rawx or lib");
 	k = parse_long(argv[2], "K");
 	n = parse_long(argv[3], "N");
 	if (k < 1 || n < 1)
@@ -760,7 +842,7 @@ static int cmd_concurrent(int argc, char **argv)
 			close(ready[0]);
 			close(go[1]);
 			close(res[0]);
-			conc_child(lib, n, path, u, sock, ready[1], go[0], res[1]);
+			conc_child(arm, n, path, u, sock, ready[1], go[0], res[1]);
 		}
 	}
 	close(ready[1]);

@@ -140,7 +140,9 @@ conc_fail=0
 for ((r = 0; r < CONC_REPS; r++)); do
 	for k in $CONC_KS; do
 		n=$((CONC_TOTAL / k)); [ "$n" -ge 8 ] || n=8
-		if [ $(((r + k) % 2)) = 0 ]; then arms="raw lib"; else arms="lib raw"; fi
+		case $(((r + k) % 3)) in
+		0) arms="raw rawx lib" ;; 1) arms="lib raw rawx" ;; *) arms="rawx lib raw" ;;
+		esac
 		for arm in $arms; do
 			"$BENCH" concurrent "$arm" "$k" "$n" "$W/conc.img" --uid $NOBODY \
 				> "$W/conc.one" || true
@@ -262,6 +264,13 @@ for k in $CONC_KS; do
 	row "diagnostic: CPU time per cycle at $k clients (user+sys of clients and helpers, session start included; not the kernel's loop and I/O threads)" \
 		"$(fmt_us "$ul_m" "$ul_a" "$ul_b")" "$(fmt_us "$ur_m" "$ur_a" "$ur_b")" \
 		"$(ratio "$ul_m" "$ur_m")" "report" "-"
+	# The bound without any IPC: the helper's kernel calls done in-process.
+	read -r cx_m cx_a cx_b _ < <(conc_values rawx "$k" agg | "$BENCH" stats)
+	read -r ux_m _ < <(conc_values rawx "$k" cpu_us_per_cycle | "$BENCH" stats)
+	fx=$(conc_values rawx "$k" fail | awk '{ s += $1 } END { print s + 0 }')
+	row "diagnostic: $k clients doing the helper's kernel calls in-process, no IPC (rawx, immediate retries like raw; CPU per cycle $(fmt_us "$ux_m" - -); failures $fx)" \
+		"$(fmt_rate "$cx_m" "$cx_a" "$cx_b" cycles/s)" "$(fmt_rate "$cr_m" "$cr_a" "$cr_b" cycles/s)" \
+		"$(ratio "$cx_m" "$cr_m")" "report" "-"
 done
 
 read -r wf_m wf_a wf_b wf_n < <(stats "$W/write.out" file)
