@@ -48,6 +48,7 @@
  *	numbers on stdin -> "median p10 p90 n" (each times SCALE).
  */
 #include "loopfd.h"
+#include "helper.h"	/* quota_take: rawx takes slots as the helper does */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -83,7 +84,6 @@ extern char **environ;
 #define CHUNK		(1u << 20)	/* write size for the 256 MiB arms */
 #define RAW_TRIES	128		/* GET_FREE collisions tolerated per cycle */
 #define RELEASE_POLL_MS	20		/* as the helper's (helper/loopdev.c) */
-#define RAWX_WAIT_ROUNDS 50
 #define RELEASE_TIMEOUT_MS 10000u
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -151,8 +151,26 @@ static double quantile(const double *v, size_t n, double q)
 struct raw_ctx {
 	int ctl;
 	int img;
+	int slots;		/* rawx: a slot file shared by all workers */
 	unsigned long collisions;
 };
+
+/* rawx's stand-in for $(RUNSTATEDIR)/slots: one file beside the images,
+ * opened by each worker for itself, so that their OFD locks contend as
+ * the helpers' do. */
+static int open_rawx_slots(const char *img)
+{
+	char path[4096];
+	const char *slash = strrchr(img, '/');
+	int fd;
+
+	snprintf(path, sizeof(path), "%.*s/rawx.slots",
+		 slash ? (int)(slash - img) : 1, slash ? img : ".");
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		die("%s: %s", path, strerror(errno));
+	return fd;
+}
 
 static void raw_open(struct raw_ctx *r, const char *img)
 {
@@ -163,6 +181,7 @@ static void raw_open(struct raw_ctx *r, const char *img)
 	r->img = open(img, O_RDWR | O_CLOEXEC);
 	if (r->img < 0)
 		die("%s: %s", img, strerror(errno));
+	r->slots = open_rawx_slots(img);
 }
 
 /* GET_FREE, open, LOOP_CONFIGURE (AUTOCLEAR), fsync, BLKFLSBUF, LOOP_CLR_FD,
@@ -212,26 +231,34 @@ static int raw_cycle(struct raw_ctx *r, int flags)
 	return -1;
 }
 
-static int ofd_lock(int fd, off_t off, short type)
-{
-	struct flock fl;
-
-	memset(&fl, 0, sizeof(fl));
-	fl.l_type = type;
-	fl.l_whence = SEEK_SET;
-	fl.l_start = off;
-	fl.l_len = 1;
-	return fcntl(fd, F_OFD_SETLK, &fl);
-}
-
 /*
  * The raw cycle plus every extra kernel call the helper and the library
  * make for one attach and one release, in their order, in-process: the
- * helper's kernel work without the protocol (helper/loopdev.c).  The
- * difference to `lib` is then the cost of the two request/reply round
- * trips between two processes.
+ * helper's kernel work without the protocol (helper/serve.c do_attach and
+ * do_release, helper/loopdev.c).  The difference to `lib` is then the cost
+ * of the two request/reply round trips between two processes.  Unlike the
+ * helper, rawx retries a lost GET_FREE race at once, as raw does.
  */
-static int rawx_attach(struct raw_ctx *r, char *path, size_t len)
+#define RAWX_MAX_PER_USER	128	/* bench.sh's policy */
+#define RAWX_MAX_TOTAL		1024
+
+static const unsigned char rawx_held[POLICY_MAX_TOTAL / 8];	/* none */
+
+static int rawx_take_slots(struct raw_ctx *r, int *user, int *global)
+{
+	*user = quota_take(r->slots, quota_user_base(0), RAWX_MAX_PER_USER, rawx_held);
+	if (*user < 0)
+		return -1;
+	*global = quota_take(r->slots, QUOTA_GLOBAL_BASE, RAWX_MAX_TOTAL, rawx_held);
+	if (*global < 0) {
+		quota_put(r->slots, quota_user_base(0), *user);
+		return -1;
+	}
+	return 0;
+}
+
+/* check_backing on the received backing fd, then bind_free_device. */
+static int rawx_bind(struct raw_ctx *r, int backing, char *path, size_t len)
 {
 	struct loop_info64 info;
 	struct loop_config cfg;
@@ -239,13 +266,8 @@ static int rawx_attach(struct raw_ctx *r, char *path, size_t len)
 	struct stat st;
 	int n, fd, tries;
 
-	/* check_backing; take_slots (per-user and global, each after a
-	 * getpid for the scan start) */
-	if (fcntl(r->img, F_GETFL) < 0 || fstat(r->img, &st) < 0 ||
-	    fstatfs(r->img, &sfs) < 0)
-		return -1;
-	if (getpid() < 0 || ofd_lock(r->img, 0, F_WRLCK) < 0 ||
-	    getpid() < 0 || ofd_lock(r->img, 1, F_WRLCK) < 0)
+	if (fcntl(backing, F_GETFL) < 0 || fstat(backing, &st) < 0 ||
+	    fstatfs(backing, &sfs) < 0)
 		return -1;
 	for (tries = 0; tries < RAW_TRIES; tries++) {
 		n = ioctl(r->ctl, LOOP_CTL_GET_FREE);
@@ -262,8 +284,9 @@ static int rawx_attach(struct raw_ctx *r, char *path, size_t len)
 		    ioctl(fd, LOOP_GET_STATUS64, &info) < 0 && errno == ENXIO &&
 		    (fremovexattr(fd, "system.posix_acl_access") == 0 || errno == ENODATA)) {
 			memset(&cfg, 0, sizeof(cfg));
-			cfg.fd = (uint32_t)r->img;
+			cfg.fd = (uint32_t)backing;
 			cfg.info.lo_flags = LO_FLAGS_AUTOCLEAR;
+			snprintf((char *)cfg.info.lo_file_name, LO_NAME_SIZE, "loopfd");
 			if (ioctl(fd, LOOP_CONFIGURE, &cfg) == 0)
 				return fd;
 		}
@@ -272,6 +295,31 @@ static int rawx_attach(struct raw_ctx *r, char *path, size_t len)
 	}
 	errno = EBUSY;
 	return -1;
+}
+
+/* read_identity, open_client_fd and the hand-over of that fd: the helper
+ * closes its copy after sending, the library fstats the one it received,
+ * and the client closes it. */
+static int rawx_client_fd(int fd, const char *path, uint64_t *seq)
+{
+	struct loop_info64 info;
+	struct stat st;
+	uint64_t size;
+	int cfd, got, rc = 0;
+
+	if (ioctl(fd, LOOP_GET_STATUS64, &info) < 0 ||
+	    ioctl(fd, BLKGETDISKSEQ, seq) < 0 || ioctl(fd, BLKGETSIZE64, &size) < 0)
+		rc = -1;
+	cfd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+	if (cfd < 0 || fstat(cfd, &st) < 0)
+		return -1;
+	got = fcntl(cfd, F_DUPFD_CLOEXEC, 0);	/* what SCM_RIGHTS installs */
+	close(cfd);
+	if (got < 0 || fstat(got, &st) < 0)
+		rc = -1;
+	if (got >= 0)
+		close(got);
+	return rc;
 }
 
 /* After the last close: is the binding with disk sequence seq still there?
@@ -290,14 +338,16 @@ static int still_bound(int fd, uint64_t seq)
  * The helper's wait_detached after the last close: probe, and while the
  * binding is still there (a concurrent attacher's probe held the device,
  * so the detach happens at its close), wait RELEASE_POLL_MS, flush through
- * the probe fd and close it, and probe again.  0 once gone.
+ * the probe fd and close it, and probe again, for up to the release
+ * timeout the bench gives the helper.  0 once gone.
  */
 static int rawx_wait_detached(const char *path, uint64_t seq)
 {
 	struct stat st;
-	int round, probe;
+	unsigned waited;
+	int probe;
 
-	for (round = 0; round < RAWX_WAIT_ROUNDS; round++) {
+	for (waited = 0; waited <= RELEASE_TIMEOUT_MS; waited += RELEASE_POLL_MS) {
 		probe = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
 		if (probe < 0 && errno == ENOENT)
 			return 0;
@@ -314,32 +364,18 @@ static int rawx_wait_detached(const char *path, uint64_t seq)
 	return -1;
 }
 
-static int rawx_cycle(struct raw_ctx *r)
+/* loop_release: verify_same, fsync, BLKFLSBUF, hand_over_to_autoclear
+ * (second fd, LOOP_CLR_FD, close), flush round, last close (the detach),
+ * probe_device. */
+static int rawx_release(int fd, const char *path, uint64_t seq)
 {
 	struct loop_info64 info;
 	struct stat st;
-	uint64_t seq, size;
-	char path[32];
-	int fd, cfd, probe, rc = 0;
+	uint64_t now;
+	int probe, rc = 0;
 
-	fd = rawx_attach(r, path, sizeof(path));
-	if (fd < 0)
-		return -1;
-	/* read_identity; open_client_fd; the library's fstat of what it got,
-	 * and the client's close */
 	if (ioctl(fd, LOOP_GET_STATUS64, &info) < 0 ||
-	    ioctl(fd, BLKGETDISKSEQ, &seq) < 0 || ioctl(fd, BLKGETSIZE64, &size) < 0)
-		rc = -1;
-	cfd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
-	if (cfd < 0 || fstat(cfd, &st) < 0 || fstat(cfd, &st) < 0)
-		rc = -1;
-	if (cfd >= 0)
-		close(cfd);
-	/* loop_release: verify_same, fsync, BLKFLSBUF, hand_over_to_autoclear
-	 * (second fd, LOOP_CLR_FD, close), flush round, last close (the
-	 * detach), probe_device */
-	if (ioctl(fd, LOOP_GET_STATUS64, &info) < 0 ||
-	    ioctl(fd, BLKGETDISKSEQ, &seq) < 0 ||
+	    ioctl(fd, BLKGETDISKSEQ, &now) < 0 ||
 	    fsync(fd) < 0 || ioctl(fd, BLKFLSBUF, 0) < 0)
 		rc = -1;
 	probe = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
@@ -354,8 +390,31 @@ static int rawx_cycle(struct raw_ctx *r)
 		close(probe);
 	if (rawx_wait_detached(path, seq) < 0)
 		rc = -1;
-	ofd_lock(r->img, 0, F_UNLCK);
-	ofd_lock(r->img, 1, F_UNLCK);
+	return rc;
+}
+
+static int rawx_cycle(struct raw_ctx *r)
+{
+	char path[32];
+	uint64_t seq = 0;
+	int user, global, backing, fd, rc;
+
+	/* do_attach: the backing fd arrives as a new fd (SCM_RIGHTS), slots
+	 * first, then loop_attach; the received fd is closed after. */
+	backing = fcntl(r->img, F_DUPFD_CLOEXEC, 0);
+	if (backing < 0)
+		return -1;
+	if (rawx_take_slots(r, &user, &global) < 0) {
+		close(backing);
+		return -1;
+	}
+	fd = rawx_bind(r, backing, path, sizeof(path));
+	rc = fd < 0 ? -1 : rawx_client_fd(fd, path, &seq);
+	close(backing);
+	if (fd >= 0 && rawx_release(fd, path, seq) < 0)
+		rc = -1;
+	quota_put(r->slots, quota_user_base(0), user);
+	quota_put(r->slots, QUOTA_GLOBAL_BASE, global);
 	return rc;
 }
 

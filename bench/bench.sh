@@ -137,10 +137,11 @@ run_fail=$(field "$W/run.out" fail)
 echo "bench: concurrency K in {$CONC_KS}, $CONC_REPS rounds..." >&2
 : > "$W/conc.out"
 conc_fail=0
+rot=0	# the arms' order rotates with every (round, K)
 for ((r = 0; r < CONC_REPS; r++)); do
 	for k in $CONC_KS; do
 		n=$((CONC_TOTAL / k)); [ "$n" -ge 8 ] || n=8
-		case $(((r + k) % 3)) in
+		case $((rot++ % 3)) in
 		0) arms="raw rawx lib" ;; 1) arms="lib raw rawx" ;; *) arms="rawx lib raw" ;;
 		esac
 		for arm in $arms; do

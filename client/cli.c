@@ -26,7 +26,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -135,7 +134,8 @@ static int print_help(void)
 "  succeeded but a release failed, or if loopfd failed before running\n"
 "  COMMAND; 2 for a usage error; 126 if COMMAND could not be executed;\n"
 "  127 if it was not found.  COMMAND is looked up in PATH and started as\n"
-"  execvp(3) does: an executable file without a #! line runs with /bin/sh.\n"
+"  execvp(3) does: an executable file the kernel cannot run by itself (no\n"
+"  #! line, or a binary for another machine) is run with /bin/sh.\n"
 "\n"
 "EXAMPLES\n"
 "  loopfd run --grant disk.img -- mkfs.fat /dev/fd/3\n"
@@ -558,63 +558,86 @@ static int place_device_fds(posix_spawn_file_actions_t *fa,
 }
 
 /*
- * The file execvp would hand to /bin/sh: cmd itself if it names a path,
- * else the first PATH entry holding an executable regular file of that
- * name (an empty entry is the current directory; no PATH is glibc's
- * "/bin:/usr/bin").  Malloc'd; NULL if there is none.
+ * FILE, which the kernel refused to exec as it is (ENOEXEC: no #! line, or
+ * a binary for another machine), run as `/bin/sh FILE ARGS...`, which is
+ * what execvp(3) does.  0, or an error number; *ours is set if it was our
+ * own allocation that failed.
  */
-static char *find_command(const char *cmd)
+static int spawn_with_sh(const char *file, char **cmd,
+			 const posix_spawn_file_actions_t *fa,
+			 const posix_spawnattr_t *attr, pid_t *pid, int *ours)
 {
-	const char *path = getenv("PATH"), *p, *end;
-	struct stat st;
-	char *file;
-	int len;
-
-	if (strchr(cmd, '/'))
-		return strdup(cmd);
-	for (p = path ? path : "/bin:/usr/bin";; p = end + 1) {
-		end = strchrnul(p, ':');
-		len = (int)(end - p);
-		if (asprintf(&file, "%.*s/%s", len ? len : 1, len ? p : ".", cmd) < 0)
-			return NULL;
-		if (stat(file, &st) == 0 && S_ISREG(st.st_mode) &&
-		    access(file, X_OK) == 0)
-			return file;
-		free(file);
-		if (*end == '\0')
-			return NULL;
-	}
-}
-
-/*
- * What execvp does and posix_spawnp does not: an executable file the
- * kernel cannot run (no #! line, no ELF header: ENOEXEC) is a shell
- * script, run as `/bin/sh FILE ARGS...`.  0, or an error number (the
- * original ENOEXEC if FILE cannot be found again).
- */
-static int spawn_script(char **cmd, const posix_spawn_file_actions_t *fa,
-			const posix_spawnattr_t *attr, pid_t *pid)
-{
-	char *file = find_command(cmd[0]), **argv;
+	char **argv;
 	size_t argc = 0;
 	int rc;
 
-	if (file == NULL)
-		return ENOEXEC;
 	while (cmd[argc])
 		argc++;
 	argv = calloc(argc + 2, sizeof(*argv));
 	if (argv == NULL) {
-		free(file);
+		*ours = 1;
 		return ENOMEM;
 	}
 	argv[0] = (char *)"/bin/sh";
-	argv[1] = file;
+	argv[1] = (char *)file;
 	memcpy(argv + 2, cmd + 1, argc * sizeof(*argv));	/* and the NULL */
 	rc = posix_spawn(pid, "/bin/sh", fa, attr, argv, environ);
 	free(argv);
-	free(file);
 	return rc;
+}
+
+/* One candidate file: exec it, or run it with /bin/sh if it is no program. */
+static int spawn_file(const char *file, char **cmd,
+		      const posix_spawn_file_actions_t *fa,
+		      const posix_spawnattr_t *attr, pid_t *pid, int *ours)
+{
+	int rc = posix_spawn(pid, file, fa, attr, cmd, environ);
+
+	if (rc == ENOEXEC)
+		rc = spawn_with_sh(file, cmd, fa, attr, pid, ours);
+	return rc;
+}
+
+/* The exec errors after which execvp goes on to the next PATH entry. */
+static int try_next_entry(int e)
+{
+	return e == ENOENT || e == ENOTDIR || e == EACCES || e == ESTALE ||
+	       e == ENODEV || e == ETIMEDOUT;
+}
+
+/*
+ * execvp's walk, done once posix_spawnp (which has no /bin/sh fallback)
+ * reported ENOEXEC: each PATH entry in turn (none set: glibc's
+ * "/bin:/usr/bin"; an empty one: the current directory), past those whose
+ * exec fails with ENOENT, EACCES and the like, to the first that runs or
+ * is handed to /bin/sh.  So the file given to the shell is the one the
+ * kernel refused, not merely the first executable-looking name.
+ */
+static int spawn_as_execvp(char **cmd, const posix_spawn_file_actions_t *fa,
+			   const posix_spawnattr_t *attr, pid_t *pid, int *ours)
+{
+	const char *path = getenv("PATH"), *p, *end;
+	char *file;
+	int rc, len, eacces = 0;
+
+	if (strchr(cmd[0], '/'))
+		return spawn_file(cmd[0], cmd, fa, attr, pid, ours);
+	for (p = path ? path : "/bin:/usr/bin";; p = end + 1) {
+		end = strchrnul(p, ':');
+		len = (int)(end - p);
+		if (asprintf(&file, "%.*s/%s", len ? len : 1, len ? p : ".",
+			     cmd[0]) < 0) {
+			*ours = 1;
+			return ENOMEM;
+		}
+		rc = spawn_file(file, cmd, fa, attr, pid, ours);
+		free(file);
+		if (!try_next_entry(rc))
+			return rc;
+		eacces |= rc == EACCES;
+		if (*end == '\0')
+			return eacces ? EACCES : ENOENT;
+	}
 }
 
 /*
@@ -654,9 +677,9 @@ static int spawn_command(char **cmd, const struct image *imgs, size_t n,
 		if (rc == 0) {
 			*preparing = 0;
 			rc = posix_spawnp(pid, cmd[0], &fa, &attr, cmd, environ);
+			if (rc == ENOEXEC)
+				rc = spawn_as_execvp(cmd, &fa, &attr, pid, preparing);
 		}
-		if (rc == ENOEXEC)
-			rc = spawn_script(cmd, &fa, &attr, pid);
 		posix_spawnattr_destroy(&attr);
 	}
 	posix_spawn_file_actions_destroy(&fa);

@@ -70,17 +70,23 @@ for c in "$T/missing:127" "$T/noexec:126"; do
 	assert_no_device_for "$T/img"
 done
 # A file without #! runs with /bin/sh, as execvp(3) would run it: named by
-# path, found in PATH, and found through an empty PATH entry (the current
+# path; found in PATH, past an earlier same-named file whose interpreter is
+# missing (exec: ENOENT) and one that is not executable (EACCES), as
+# execvp skips both; and found through an empty PATH entry (the current
 # directory).  The script writes where uid 65534 may.
 mkdir -m 0777 "$T/out"
-printf 'echo "$# $*" > %s/out/script\nexit 7\n' "$T" > "$T/nosheb"; chmod 0755 "$T/nosheb"
+mkdir -m 0755 "$T/p1" "$T/p2" "$T/p3"
+printf '#!/nonexistent/interpreter\necho wrong > %s/out/script\n' "$T" > "$T/p1/nosheb"
+printf 'echo wrong > %s/out/script\n' "$T" > "$T/p2/nosheb"
+printf 'echo "$# $*" > %s/out/script\nexit 7\n' "$T" > "$T/p3/nosheb"
+chmod 0755 "$T/p1/nosheb" "$T/p3/nosheb"; chmod 0644 "$T/p2/nosheb"
 for how in path PATH cwd; do
 	rm -f "$T/out/script"; rc=0
 	case $how in
-	path) as_nobody "$LOOPFD" run "$T/img" -- "$T/nosheb" a b 2> "$T/err" || rc=$? ;;
-	PATH) as_nobody env PATH="/nonexistent:$T:/usr/bin:/bin" \
+	path) as_nobody "$LOOPFD" run "$T/img" -- "$T/p3/nosheb" a b 2> "$T/err" || rc=$? ;;
+	PATH) as_nobody env PATH="/nonexistent:$T/p1:$T/p2:$T/p3:/usr/bin:/bin" \
 		"$LOOPFD" run "$T/img" -- nosheb a b 2> "$T/err" || rc=$? ;;
-	cwd) (cd "$T" && as_nobody env PATH=":/usr/bin:/bin" \
+	cwd) (cd "$T/p3" && as_nobody env PATH=":/usr/bin:/bin" \
 		"$LOOPFD" run "$T/img" -- nosheb a b) 2> "$T/err" || rc=$? ;;
 	esac
 	[ "$rc" = 7 ] && [ "$(cat "$T/out/script" 2>/dev/null)" = "2 a b" ] ||
@@ -98,7 +104,9 @@ for n in 4 5 6 7 8 9 10 11 12; do
 		2> "$T/err" || rc=$?
 	case $rc in
 	0) ;;
-	1) grep -q "^loopfd: cannot prepare to start true: Too many open files" "$T/err" &&
+	1) grep -q "Too many open files" "$T/err" ||
+		fail "soft fd limit $n: exit 1 for another reason: $(cat "$T/err")"
+	   grep -q "^loopfd: cannot prepare to start true: Too many open files" "$T/err" &&
 		prepare_seen=$n ;;
 	*) fail "soft fd limit $n: exit $rc: $(cat "$T/err")" ;;
 	esac
