@@ -166,7 +166,7 @@ static int open_rawx_slots(const char *img)
 
 	snprintf(path, sizeof(path), "%.*s/rawx.slots",
 		 slash ? (int)(slash - img) : 1, slash ? img : ".");
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
 	if (fd < 0)
 		die("%s: %s", path, strerror(errno));
 	return fd;
@@ -275,14 +275,17 @@ static int rawx_bind(struct raw_ctx *r, int backing, char *path, size_t len)
 			return -1;
 		snprintf(path, len, "/dev/loop%d", n);
 		fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+		if (fd < 0 && errno != ENOENT && errno != ENXIO)
+			return -1;
 		if (fd < 0) {
-			r->collisions++;
+			r->collisions++;	/* removed, or being torn down */
 			continue;
 		}
 		/* check_free_node: the node, unbound, without an ACL */
 		if (fstat(fd, &st) == 0 &&
 		    ioctl(fd, LOOP_GET_STATUS64, &info) < 0 && errno == ENXIO &&
-		    (fremovexattr(fd, "system.posix_acl_access") == 0 || errno == ENODATA)) {
+		    (fremovexattr(fd, "system.posix_acl_access") == 0 ||
+		     errno == ENODATA || errno == EOPNOTSUPP)) {
 			memset(&cfg, 0, sizeof(cfg));
 			cfg.fd = (uint32_t)backing;
 			cfg.info.lo_flags = LO_FLAGS_AUTOCLEAR;
@@ -311,8 +314,12 @@ static int rawx_client_fd(int fd, const char *path, uint64_t *seq)
 	    ioctl(fd, BLKGETDISKSEQ, seq) < 0 || ioctl(fd, BLKGETSIZE64, &size) < 0)
 		rc = -1;
 	cfd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
-	if (cfd < 0 || fstat(cfd, &st) < 0)
+	if (cfd < 0)
 		return -1;
+	if (fstat(cfd, &st) < 0) {
+		close(cfd);
+		return -1;
+	}
 	got = fcntl(cfd, F_DUPFD_CLOEXEC, 0);	/* what SCM_RIGHTS installs */
 	close(cfd);
 	if (got < 0 || fstat(got, &st) < 0)
@@ -343,11 +350,11 @@ static int still_bound(int fd, uint64_t seq)
  */
 static int rawx_wait_detached(const char *path, uint64_t seq)
 {
+	double start = now_us();
 	struct stat st;
-	unsigned waited;
 	int probe;
 
-	for (waited = 0; waited <= RELEASE_TIMEOUT_MS; waited += RELEASE_POLL_MS) {
+	for (;;) {
 		probe = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
 		if (probe < 0 && errno == ENOENT)
 			return 0;
@@ -355,13 +362,17 @@ static int rawx_wait_detached(const char *path, uint64_t seq)
 			close(probe);
 			return 0;
 		}
+		if (now_us() - start >= RELEASE_TIMEOUT_MS * 1000.0) {
+			if (probe >= 0)
+				close(probe);
+			return -1;
+		}
 		usleep(RELEASE_POLL_MS * 1000);
 		if (probe >= 0) {
 			fsync(probe);
 			close(probe);
 		}
 	}
-	return -1;
 }
 
 /* loop_release: verify_same, fsync, BLKFLSBUF, hand_over_to_autoclear

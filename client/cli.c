@@ -620,8 +620,8 @@ static int spawn_as_execvp(char **cmd, const posix_spawn_file_actions_t *fa,
 	char *file;
 	int rc, len, eacces = 0;
 
-	if (strchr(cmd[0], '/'))
-		return spawn_file(cmd[0], cmd, fa, attr, pid, ours);
+	if (strchr(cmd[0], '/'))	/* the one file: posix_spawnp just tried it */
+		return spawn_with_sh(cmd[0], cmd, fa, attr, pid, ours);
 	for (p = path ? path : "/bin:/usr/bin";; p = end + 1) {
 		end = strchrnul(p, ':');
 		len = (int)(end - p);
@@ -636,7 +636,7 @@ static int spawn_as_execvp(char **cmd, const posix_spawn_file_actions_t *fa,
 			return rc;
 		eacces |= rc == EACCES;
 		if (*end == '\0')
-			return eacces ? EACCES : ENOENT;
+			return eacces ? EACCES : rc;	/* as glibc: the last one's */
 	}
 }
 
