@@ -43,7 +43,9 @@
  *	VmHWM and VmRSS (KiB) read from /proc before the session ends.
  *   bench ipc-rtt N
  *	round trips of a 32-byte request and a 16-byte answer between two
- *	processes on a SOCK_SEQPACKET socketpair.  Microseconds.
+ *	processes on a SOCK_SEQPACKET socketpair, every other one passing an
+ *	fd each way (a cycle's attach, then its release).  "rtt US" each, and
+ *	"cpu_us_per_cycle N": both processes' CPU per pair of round trips.
  *   bench stats [SCALE]
  *	numbers on stdin -> "median p10 p90 n" (each times SCALE).
  */
@@ -1296,15 +1298,90 @@ static int cmd_rss(int argc, char **argv)
 
 /* ---- IPC round trip ------------------------------------------------------------ */
 
-/* A 32-byte message and a 16-byte answer over a SOCK_SEQPACKET socketpair
- * between two processes, the shape of one request to the helper. */
+/* One message of len bytes, with fd attached if fd >= 0 (SCM_RIGHTS). */
+static int send_with_fd(int sock, const char *buf, size_t len, int fd)
+{
+	char control[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { (void *)buf, len };
+	struct msghdr m;
+	struct cmsghdr *c;
+
+	memset(&m, 0, sizeof(m));
+	memset(control, 0, sizeof(control));
+	m.msg_iov = &iov;
+	m.msg_iovlen = 1;
+	if (fd >= 0) {
+		m.msg_control = control;
+		m.msg_controllen = sizeof(control);
+		c = CMSG_FIRSTHDR(&m);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	}
+	return sendmsg(sock, &m, 0) == (ssize_t)len ? 0 : -1;
+}
+
+/* One message; its length, and in *fd the fd it carried or -1. */
+static ssize_t recv_with_fd(int sock, char *buf, size_t len, int *fd)
+{
+	char control[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { buf, len };
+	struct msghdr m;
+	struct cmsghdr *c;
+	ssize_t n;
+
+	memset(&m, 0, sizeof(m));
+	m.msg_iov = &iov;
+	m.msg_iovlen = 1;
+	m.msg_control = control;
+	m.msg_controllen = sizeof(control);
+	*fd = -1;
+	n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
+	c = n > 0 ? CMSG_FIRSTHDR(&m) : NULL;
+	if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+		memcpy(fd, CMSG_DATA(c), sizeof(int));
+	return n;
+}
+
+static double rusage_us(int who)
+{
+	struct rusage ru;
+
+	if (getrusage(who, &ru) < 0)
+		return 0;
+	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e6 +
+	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
+/* The echo side: each message back at 16 bytes, with the fd it carried. */
+static void rtt_echo(int sock)
+{
+	char b[64];
+	int fd;
+
+	while (recv_with_fd(sock, b, sizeof(b), &fd) > 0) {
+		int rc = send_with_fd(sock, b, 16, fd);
+
+		if (fd >= 0)
+			close(fd);
+		if (rc < 0)
+			break;
+	}
+	_exit(0);
+}
+
+/* The two round trips of one attach+release cycle, between two processes
+ * over a SOCK_SEQPACKET socketpair: a 32-byte request and a 16-byte answer,
+ * each carrying an fd (the attach), then the same without (the release).
+ * Prints each round trip, and the CPU time of both processes per cycle. */
 static int cmd_ipc_rtt(int argc, char **argv)
 {
 	char b[64] = { 0 };
 	long n, i;
-	int sv[2], st;
+	int sv[2], st, fd;
 	pid_t pid;
-	double t;
+	double t, cpu;
 
 	if (argc != 2)
 		die("usage: ipc-rtt N");
@@ -1315,21 +1392,28 @@ static int cmd_ipc_rtt(int argc, char **argv)
 	pid = fork();
 	if (pid == 0) {
 		close(sv[0]);
-		while (read(sv[1], b, sizeof(b)) > 0)
-			if (write(sv[1], b, 16) != 16)
-				break;
-		_exit(0);
+		rtt_echo(sv[1]);
 	}
 	close(sv[1]);
+	cpu = rusage_us(RUSAGE_SELF);
 	for (i = -n / 10; i < n; i++) {
+		if (i == 0)
+			cpu = rusage_us(RUSAGE_SELF);
 		t = now_us();
-		if (write(sv[0], b, 32) != 32 || read(sv[0], b, sizeof(b)) != 16)
+		if (send_with_fd(sv[0], b, 32, i % 2 == 0 ? sv[0] : -1) < 0 ||
+		    recv_with_fd(sv[0], b, sizeof(b), &fd) != 16)
 			die("ipc-rtt: echo process died");
+		if (fd >= 0)
+			close(fd);
 		if (i >= 0)
 			printf("rtt %.2f\n", now_us() - t);
 	}
+	cpu = rusage_us(RUSAGE_SELF) - cpu;
 	close(sv[0]);
 	waitpid(pid, &st, 0);
+	/* the echo's CPU is its whole life, warm-up included (a tenth more) */
+	cpu += rusage_us(RUSAGE_CHILDREN) * (double)n / (double)(n + n / 10);
+	printf("cpu_us_per_cycle %.1f\n", cpu / ((double)n / 2));
 	return 0;
 }
 

@@ -216,6 +216,11 @@ rt_mean=$(mean "$W/rtt.out" rtt); rt1_mean=$(mean "$W/rtt1.out" rtt)
 row "diagnostic: one request/reply round trip between two processes (SOCK_SEQPACKET), mean; free: median $(fmt_us "$rt_m" "$rt_a" "$rt_b"), pinned to one CPU: median $(fmt_us "$rt1_m" "$rt1_a" "$rt1_b") (n=$rt_n)" \
 	"$(fmt_us "$rt_mean" - -)" "$(fmt_us "$rt1_mean" - -)" \
 	"$(ratio "$rt_mean" "$rt1_mean")" "report" "-"
+# What the two round trips of a cycle cost in CPU, both processes together:
+# the concurrency rows' CPU per cycle pays this on top of the kernel work.
+rc_free=$(field "$W/rtt.out" cpu_us_per_cycle); rc_pin=$(field "$W/rtt1.out" cpu_us_per_cycle)
+row "diagnostic: CPU time of one cycle's two round trips alone (the first passing an fd each way; both processes, no loop work): free vs pinned to one CPU" \
+	"$(fmt_us "$rc_free" - -)" "$(fmt_us "$rc_pin" - -)" "$(ratio "$rc_free" "$rc_pin")" "report" "-"
 
 read -r sp_m sp_a sp_b sp_n < <(stats "$W/start.out" spawn)
 read -r sc_m sc_a sc_b sc_n < <(stats "$W/start.out" spawn_close)
