@@ -174,7 +174,8 @@ static int open_rawx_slots(const char *img)
 	return fd;
 }
 
-static void raw_open(struct raw_ctx *r, const char *img)
+/* The ctx of a raw or (with_slots) a rawx worker. */
+static void raw_open(struct raw_ctx *r, const char *img, int with_slots)
 {
 	memset(r, 0, sizeof(*r));
 	r->ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
@@ -183,7 +184,7 @@ static void raw_open(struct raw_ctx *r, const char *img)
 	r->img = open(img, O_RDWR | O_CLOEXEC);
 	if (r->img < 0)
 		die("%s: %s", img, strerror(errno));
-	r->slots = open_rawx_slots(img);
+	r->slots = with_slots ? open_rawx_slots(img) : -1;
 }
 
 /* GET_FREE, open, LOOP_CONFIGURE (AUTOCLEAR), fsync, BLKFLSBUF, LOOP_CLR_FD,
@@ -602,8 +603,8 @@ static int cmd_cycle(int argc, char **argv)
 	n = parse_long(argv[1], "N");
 	have_sock = argc == 7;
 	arms = have_sock ? 4 : 3;
-	raw_open(&raw, argv[2]);
-	raw_open(&rawx, argv[3]);
+	raw_open(&raw, argv[2], 0);
+	raw_open(&rawx, argv[3], 1);
 	worker_start(&wk[0], u, NULL, argv[4]);
 	if (have_sock)
 		worker_start(&wk[1], u, argv[6], argv[5]);
@@ -805,6 +806,17 @@ struct conc_result {
 	double p50, p90;		/* per-cycle latency, us */
 };
 
+/* user+sys CPU time of RUSAGE_SELF or RUSAGE_CHILDREN, microseconds */
+static double rusage_us(int who)
+{
+	struct rusage ru;
+
+	if (getrusage(who, &ru) < 0)
+		return 0;
+	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e6 +
+	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
 enum conc_arm { C_RAW, C_RAWX, C_LIB };
 static const char *const conc_arm_name[] = { "raw", "rawx", "lib" };
 
@@ -838,7 +850,7 @@ static void conc_child(enum conc_arm arm, long n, const char *img, uid_t u,
 		fd = open_rw(img);
 		s = connect_or_die(sock);
 	} else {
-		raw_open(&raw, img);
+		raw_open(&raw, img, arm == C_RAWX);
 	}
 	if (write(ready, "r", 1) != 1)
 		_exit(1);
@@ -879,7 +891,6 @@ static int cmd_concurrent(int argc, char **argv)
 	uid_t u = parse_uid_opt(&argc, argv);
 	const char *sock = parse_str_opt(&argc, argv, "--socket");
 	struct conc_result r, all;
-	struct rusage ru;
 	double *p50s;
 	long k, n, i, got = 0;
 	enum conc_arm arm;
@@ -946,10 +957,9 @@ static int cmd_concurrent(int argc, char **argv)
 	 * spawned and waited for (kernel threads such as the loop workers
 	 * are not in it): the cost per cycle that bounds throughput once
 	 * the CPUs are busy. */
-	if (getrusage(RUSAGE_CHILDREN, &ru) == 0 && all.ok > 0)
+	if (all.ok > 0)
 		printf("cpu_us_per_cycle %.1f\n",
-		       (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e6 / (double)all.ok +
-		       (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / (double)all.ok);
+		       rusage_us(RUSAGE_CHILDREN) / (double)all.ok);
 	qsort(p50s, (size_t)k, sizeof(*p50s), cmp_double);
 	printf("agg %.1f\n", (double)all.ok / ((all.end - all.start) / 1e6));
 	printf("fail %ld\nok %ld\ncollisions %lu\nrelease_waits %lu\n"
@@ -1298,72 +1308,17 @@ static int cmd_rss(int argc, char **argv)
 
 /* ---- IPC round trip ------------------------------------------------------------ */
 
-/* One message of len bytes, with fd attached if fd >= 0 (SCM_RIGHTS). */
-static int send_with_fd(int sock, const char *buf, size_t len, int fd)
-{
-	char control[CMSG_SPACE(sizeof(int))];
-	struct iovec iov = { (void *)buf, len };
-	struct msghdr m;
-	struct cmsghdr *c;
-
-	memset(&m, 0, sizeof(m));
-	memset(control, 0, sizeof(control));
-	m.msg_iov = &iov;
-	m.msg_iovlen = 1;
-	if (fd >= 0) {
-		m.msg_control = control;
-		m.msg_controllen = sizeof(control);
-		c = CMSG_FIRSTHDR(&m);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &fd, sizeof(int));
-	}
-	return sendmsg(sock, &m, 0) == (ssize_t)len ? 0 : -1;
-}
-
-/* One message; its length, and in *fd the fd it carried or -1. */
-static ssize_t recv_with_fd(int sock, char *buf, size_t len, int *fd)
-{
-	char control[CMSG_SPACE(sizeof(int))];
-	struct iovec iov = { buf, len };
-	struct msghdr m;
-	struct cmsghdr *c;
-	ssize_t n;
-
-	memset(&m, 0, sizeof(m));
-	m.msg_iov = &iov;
-	m.msg_iovlen = 1;
-	m.msg_control = control;
-	m.msg_controllen = sizeof(control);
-	*fd = -1;
-	n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
-	c = n > 0 ? CMSG_FIRSTHDR(&m) : NULL;
-	if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
-		memcpy(fd, CMSG_DATA(c), sizeof(int));
-	return n;
-}
-
-static double rusage_us(int who)
-{
-	struct rusage ru;
-
-	if (getrusage(who, &ru) < 0)
-		return 0;
-	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e6 +
-	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
-}
-
-/* The echo side: each message back at 16 bytes, with the fd it carried. */
+/* The echo side: each message back at 16 bytes, with the fd it carried,
+ * through the protocol's own transport (protocol/proto.c). */
 static void rtt_echo(int sock)
 {
-	char b[64];
-	int fd;
+	uint8_t b[64];
+	int fd, nfds, flags;
 
-	while (recv_with_fd(sock, b, sizeof(b), &fd) > 0) {
-		int rc = send_with_fd(sock, b, 16, fd);
+	while (lfd_recv(sock, b, sizeof(b), &fd, 1, &nfds, &flags) > 0) {
+		int rc = lfd_send(sock, b, 16, nfds ? fd : -1);
 
-		if (fd >= 0)
+		if (nfds)
 			close(fd);
 		if (rc < 0)
 			break;
@@ -1377,11 +1332,11 @@ static void rtt_echo(int sock)
  * Prints each round trip, and the CPU time of both processes per cycle. */
 static int cmd_ipc_rtt(int argc, char **argv)
 {
-	char b[64] = { 0 };
+	uint8_t b[64] = { 0 };
 	long n, i;
-	int sv[2], st, fd;
+	int sv[2], st, fd, nfds, flags;
 	pid_t pid;
-	double t, cpu;
+	double t, cpu = 0;
 
 	if (argc != 2)
 		die("usage: ipc-rtt N");
@@ -1395,15 +1350,14 @@ static int cmd_ipc_rtt(int argc, char **argv)
 		rtt_echo(sv[1]);
 	}
 	close(sv[1]);
-	cpu = rusage_us(RUSAGE_SELF);
 	for (i = -n / 10; i < n; i++) {
 		if (i == 0)
 			cpu = rusage_us(RUSAGE_SELF);
 		t = now_us();
-		if (send_with_fd(sv[0], b, 32, i % 2 == 0 ? sv[0] : -1) < 0 ||
-		    recv_with_fd(sv[0], b, sizeof(b), &fd) != 16)
+		if (lfd_send(sv[0], b, 32, i % 2 == 0 ? sv[0] : -1) < 0 ||
+		    lfd_recv(sv[0], b, sizeof(b), &fd, 1, &nfds, &flags) != 16)
 			die("ipc-rtt: echo process died");
-		if (fd >= 0)
+		if (nfds)
 			close(fd);
 		if (i >= 0)
 			printf("rtt %.2f\n", now_us() - t);
