@@ -41,7 +41,7 @@ SECCOMP_POLICY := sandbox/seccomp_policy.c
 SANDBOX_SRC := $(filter-out $(SECCOMP_POLICY),$(wildcard sandbox/*.c))
 HELPER_SRC  := $(wildcard helper/*.c)
 LIB_SRC     := client/libloopfd.c
-CLI_SRC     := client/cli.c
+CLI_SRC     := client/cli.c client/command.c client/hold.c client/report.c
 
 objs = $(patsubst %.c,$(O)/%.o,$(1))
 pics = $(patsubst %.c,$(O)/pic/%.o,$(1))

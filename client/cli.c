@@ -12,41 +12,21 @@
  * are blocked from before the fork to the end and taken with sigwaitinfo,
  * never by a handler that could run at the wrong moment.
  */
-#include "loopfd.h"
+#include "cli.h"
+#include "loopfd_proto.h"
 #include "paths.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/wait.h>
+#include <sys/stat.h>
 #include <unistd.h>
-
-#define FIRST_DEVICE_FD		3
-#define DEFAULT_TIMEOUT_MS	10000u
-
-struct options {
-	struct loopfd_attach_opts attach;
-	uint32_t timeout_ms;		/* release timeout */
-	const char *timeout_arg;	/* as given, NULL for the default */
-	const char *socket_path;	/* NULL: $LOOPFD_SOCKET or setuid helper */
-	int lock;
-	int verbose;
-};
-
-struct image {
-	const char *path;
-	int fd;				/* the opened image, until attached */
-	int attached;
-	struct loopfd_device dev;
-};
 
 enum {
 	OPT_SIZELIMIT = 0x100,
@@ -55,12 +35,10 @@ enum {
 	OPT_GRANT,
 	OPT_TIMEOUT,
 	OPT_SOCKET,
+	OPT_JSON,
 };
 
-static void usage_error(const char *fmt, ...)
-	__attribute__((format(printf, 1, 2), noreturn));
-
-static void usage_error(const char *fmt, ...)
+void usage_error(const char *fmt, ...)
 {
 	va_list ap;
 
@@ -69,11 +47,11 @@ static void usage_error(const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputs("\nTry 'loopfd --help' for more information.\n", stderr);
-	exit(2);
+	exit(EXIT_LOOPFD_SETUP);
 }
 
 /* --help > /dev/full must not succeed silently. */
-static int flush_stdout(void)
+int flush_stdout(void)
 {
 	if (fflush(stdout) == 0 && !ferror(stdout))
 		return 0;
@@ -183,44 +161,70 @@ static int parse_digits(const char *s, uint64_t *v, const char **end)
 	return 0;
 }
 
+/* K, M, G, T, P, E: the power of 1024 (KiB or K) or 1000 (KB). */
+static int size_unit(const char *suffix, uint64_t *unit)
+{
+	static const char letters[] = "KMGTPE";
+	const char *l;
+	uint64_t base = 1024;
+	int i;
+
+	*unit = 1;
+	if (suffix[0] == '\0')
+		return 0;
+	if (suffix[0] == 'b' || suffix[0] == 'B')
+		return suffix[1] == '\0' ? 0 : -1;
+	l = strchr(letters, suffix[0] & ~0x20);
+	if (l == NULL || suffix[0] == '\0')
+		return -1;
+	if (strcmp(suffix + 1, "B") == 0)
+		base = 1000;
+	else if (strcmp(suffix + 1, "iB") != 0 && suffix[1] != '\0')
+		return -1;
+	for (i = 0; i <= l - letters; i++)
+		*unit *= base;
+	return 0;
+}
+
+/* Bytes in losetup's forms: 1048576, 0x100000, 1M, 1MiB (2^20), 1MB (10^6),
+ * K/M/G/T/P/E in either case; 512B. */
 static uint64_t parse_bytes(const char *opt, const char *arg)
 {
 	const char *end;
+	char *e;
 	uint64_t v, unit;
 
-	if (parse_digits(arg, &v, &end) < 0)
-		usage_error("%s: invalid value '%s' (expected bytes, optionally "
-			    "with KiB, MiB or GiB)", opt, arg);
-	if (strcmp(end, "") == 0)
-		unit = 1;
-	else if (strcmp(end, "KiB") == 0)
-		unit = UINT64_C(1) << 10;
-	else if (strcmp(end, "MiB") == 0)
-		unit = UINT64_C(1) << 20;
-	else if (strcmp(end, "GiB") == 0)
-		unit = UINT64_C(1) << 30;
-	else
-		usage_error("%s: invalid value '%s' (expected bytes, optionally "
-			    "with KiB, MiB or GiB)", opt, arg);
+	if ((arg[0] == '0') && (arg[1] == 'x' || arg[1] == 'X')) {
+		errno = 0;
+		v = strtoull(arg + 2, &e, 16);
+		if (errno != 0 || e == arg + 2 || arg[2] == '-' || arg[2] == '+' ||
+		    arg[2] == ' ')
+			goto bad;
+		end = e;
+	} else if (parse_digits(arg, &v, &end) < 0) {
+		goto bad;
+	}
+	if (size_unit(end, &unit) < 0)
+		goto bad;
 	if (v > UINT64_MAX / unit)
 		usage_error("%s: value '%s' is too large", opt, arg);
 	return v * unit;
+bad:
+	usage_error("%s: invalid value '%s' (expected bytes: 1048576, "
+		    "0x100000, 1M, 1MiB or 1MB)", opt, arg);
 }
 
-static uint32_t parse_u32(const char *opt, const char *arg)
+static uint32_t parse_sector_size(const char *opt, const char *arg)
 {
-	const char *end;
-	uint64_t v;
+	uint64_t v = parse_bytes(opt, arg);
 
-	if (parse_digits(arg, &v, &end) < 0 || *end != '\0')
-		usage_error("%s: invalid value '%s' (expected a number)", opt, arg);
 	if (v > UINT32_MAX)
 		usage_error("%s: value '%s' is too large", opt, arg);
 	return (uint32_t)v;
 }
 
 /* "10", "0.5", "2.125": seconds with at most millisecond precision. */
-static uint32_t parse_seconds(const char *opt, const char *arg)
+uint32_t parse_seconds(const char *opt, const char *arg)
 {
 	const char *end, *p;
 	uint64_t sec, ms = 0;
@@ -261,29 +265,42 @@ static const struct option long_options[] = {
 	{ "grant",		no_argument,		NULL, OPT_GRANT },
 	{ "release-timeout",	required_argument,	NULL, OPT_TIMEOUT },
 	{ "socket",		required_argument,	NULL, OPT_SOCKET },
+	{ "json",		no_argument,		NULL, OPT_JSON },
 	{ "verbose",		no_argument,		NULL, 'v' },
 	{ "help",		no_argument,		NULL, 'h' },
 	{ "version",		no_argument,		NULL, 'V' },
 	{ NULL,			0,			NULL, 0 },
 };
 
-/* One option into o; -h and -V end the program here. */
-static void take_option(int c, const char *arg, struct options *o)
+/* An option of one IMAGE into io; 0 if c is not one. */
+static int take_image_option(int c, const char *arg, struct image_opts *io)
 {
 	switch (c) {
-	case 'r':		o->attach.flags |= LOOPFD_READ_ONLY; break;
-	case 'o':		o->attach.offset = parse_bytes("--offset", arg); break;
-	case OPT_SIZELIMIT:	o->attach.sizelimit = parse_bytes("--sizelimit", arg); break;
-	case 'b':		o->attach.sector_size = parse_u32("--sector-size", arg); break;
-	case OPT_DIRECT_IO:	o->attach.flags |= LOOPFD_DIRECT_IO; break;
-	case 'P':		o->attach.flags |= LOOPFD_PARTSCAN; break;
-	case OPT_LOCK:		o->lock = 1; break;
-	case OPT_GRANT:		o->attach.flags |= LOOPFD_GRANT; break;
+	case 'r':		io->attach.flags |= LOOPFD_READ_ONLY; break;
+	case 'o':		io->attach.offset = parse_bytes("--offset", arg); break;
+	case OPT_SIZELIMIT:	io->attach.sizelimit = parse_bytes("--sizelimit", arg); break;
+	case 'b':		io->attach.sector_size = parse_sector_size("--sector-size", arg); break;
+	case OPT_DIRECT_IO:	io->attach.flags |= LOOPFD_DIRECT_IO; break;
+	case 'P':		io->attach.flags |= LOOPFD_PARTSCAN; break;
+	case OPT_LOCK:		io->lock = 1; break;
+	case OPT_GRANT:		io->attach.flags |= LOOPFD_GRANT; break;
+	default:		return 0;
+	}
+	return 1;
+}
+
+/* One option of the whole command into o; -h and -V end the program here. */
+static void take_option(int c, const char *arg, struct options *o)
+{
+	if (take_image_option(c, arg, &o->img))
+		return;
+	switch (c) {
 	case OPT_TIMEOUT:
 		o->timeout_ms = parse_seconds("--release-timeout", arg);
 		o->timeout_arg = arg;
 		break;
 	case OPT_SOCKET:	o->socket_path = arg; break;
+	case OPT_JSON:		o->json = 1; break;
 	case 'v':		o->verbose = 1; break;
 	case 'h':		exit(print_help());
 	case 'V':		exit(print_version());
@@ -291,69 +308,134 @@ static void take_option(int c, const char *arg, struct options *o)
 	}
 }
 
+static const char short_options[] = "+rPo:b:vhV";
+
 /*
- * argv[0] is "run".  '+': stop at the first IMAGE, so that nothing after it
- * (COMMAND's own options above all) is taken for one of ours.  Returns the
- * index of the first operand.
+ * getopt over argv[first..end): '+' stops at the first operand, so nothing
+ * after it (COMMAND's own options above all) is taken for one of ours.
+ * Returns the index of that operand.  argv[first - 1] stands in for the
+ * program name getopt puts in its messages.
  */
-static int parse_options(int argc, char **argv, struct options *o)
+static int getopt_span(char **argv, int first, int end, struct options *o,
+		       struct image *img)
 {
-	static char prog[] = "loopfd";	/* getopt names argv[0] in its messages */
+	static char prog[] = "loopfd";
+	char **v = argv + first - 1;
+	char *saved = v[0];
 	int c;
 
-	memset(o, 0, sizeof(*o));
-	o->timeout_ms = DEFAULT_TIMEOUT_MS;
-	argv[0] = prog;
-	while ((c = getopt_long(argc, argv, "+rPo:b:vhV", long_options,
-				NULL)) != -1) {
+	v[0] = prog;
+	optind = 0;		/* glibc: start afresh, at v[1] */
+	while ((c = getopt_long(end - first + 1, v, short_options,
+				long_options, NULL)) != -1) {
 		if (c == '?') {
 			/* getopt has said what was wrong */
 			fputs("Try 'loopfd --help' for more information.\n", stderr);
-			exit(2);
+			exit(EXIT_LOOPFD_SETUP);
 		}
-		take_option(c, optarg, o);
+		if (img == NULL)
+			take_option(c, optarg, o);
+		else if (!take_image_option(c, optarg, &img->opts))
+			usage_error("option '%s' applies to the whole command: "
+				    "put it before the first IMAGE", v[optind - 1]);
 	}
-	return optind;
+	v[0] = saved;
+	return first + optind - 1;
 }
 
-/* IMAGE... -- COMMAND [ARG...] from argv[first]; exits on a usage error. */
-static void split_operands(int argc, char **argv, int first,
-			   struct image **imgs, size_t *n, char ***cmd)
+static int find_dashes(int argc, char **argv, int first)
 {
-	int i, dashes = -1;
+	int i;
 
-	for (i = first; i < argc && dashes < 0; i++) {
+	for (i = first; i < argc; i++)
 		if (strcmp(argv[i], "--") == 0)
-			dashes = i;
-		else if (argv[i][0] == '-' && argv[i][1] != '\0')
-			usage_error("option '%s' after an IMAGE: options go "
-				    "before the images", argv[i]);
-	}
-	if (dashes < 0)
+			return i;
+	return -1;
+}
+
+/*
+ * [OPTION...] IMAGE [OPTION...] [IMAGE [OPTION...]...] [-- COMMAND [ARG...]]
+ * from argv[1...] (argv[0] is the subcommand).  Options before the first
+ * IMAGE apply to every IMAGE; options right after an IMAGE to that one
+ * only.  cmd NULL: no COMMAND is expected (attach).  Exits on a usage error.
+ */
+void parse_command_line(int argc, char **argv, struct options *o,
+			struct image **imgs, size_t *n, char ***cmd)
+{
+	int dashes = find_dashes(argc, argv, 1), end, i;
+
+	memset(o, 0, sizeof(*o));
+	o->timeout_ms = DEFAULT_TIMEOUT_MS;
+	if (cmd && dashes < 0)
 		usage_error("missing '--' and COMMAND after the images "
-			    "(loopfd run [OPTION...] IMAGE... -- COMMAND [ARG...])");
-	if (dashes == first)
-		usage_error("no IMAGE before '--'");
-	if (dashes + 1 >= argc)
+			    "(loopfd %s [OPTION...] IMAGE... -- COMMAND [ARG...])",
+			    argv[0]);
+	if (!cmd && dashes >= 0)
+		usage_error("'%s' takes no COMMAND", argv[0]);
+	end = dashes < 0 ? argc : dashes;
+	if (cmd && dashes + 1 >= argc)
 		usage_error("no COMMAND after '--'");
-	*n = (size_t)(dashes - first);
-	*imgs = calloc(*n, sizeof(**imgs));
+	*imgs = calloc((size_t)argc, sizeof(**imgs));
 	if (!*imgs) {
 		perror("loopfd");
-		exit(1);
+		exit(EXIT_LOOPFD_SETUP);
 	}
-	for (i = 0; i < dashes - first; i++) {
-		(*imgs)[i].path = argv[first + i];
-		(*imgs)[i].fd = -1;
-		(*imgs)[i].dev.fd = -1;
+	*n = 0;
+	for (i = getopt_span(argv, 1, end, o, NULL); i < end;) {
+		struct image *img = &(*imgs)[(*n)++];
+
+		img->path = argv[i];
+		img->opts = o->img;
+		img->fd = -1;
+		img->dev.fd = -1;
+		i = getopt_span(argv, i + 1, end, o, img);
 	}
-	*cmd = &argv[dashes + 1];
+	if (*n == 0)
+		usage_error("no IMAGE given");
+	if (cmd)
+		*cmd = &argv[dashes + 1];
 }
 
 /* ---- images and devices ---------------------------------------------------- */
 
-static int open_image(struct image *img, int read_only)
+/*
+ * What the helper would refuse with a bare "bad option", said here with the
+ * numbers: the offset and sizelimit against the image's size and the
+ * sector size.  A block device (size 0 in stat) is left to the helper.
+ */
+static int check_geometry(const struct image *img)
 {
+	const struct loopfd_attach_opts *a = &img->opts.attach;
+	uint64_t sector = a->sector_size ? a->sector_size : 512;
+	struct stat st;
+
+	if (a->offset % sector != 0 || a->sizelimit % sector != 0) {
+		fprintf(stderr, "loopfd: %s: %s %" PRIu64 " is not a multiple of "
+			"the sector size %" PRIu64 "\n", img->path,
+			a->offset % sector ? "offset" : "sizelimit",
+			a->offset % sector ? a->offset : a->sizelimit, sector);
+		return -1;
+	}
+	if (fstat(img->fd, &st) < 0 || !S_ISREG(st.st_mode))
+		return 0;
+	if (a->offset >= (uint64_t)st.st_size) {
+		fprintf(stderr, "loopfd: offset %" PRIu64 " is beyond the end of "
+			"%s (%jd bytes)\n", a->offset, img->path,
+			(intmax_t)st.st_size);
+		return -1;
+	}
+	if (a->sizelimit > (uint64_t)st.st_size - a->offset) {
+		fprintf(stderr, "loopfd: offset %" PRIu64 " + sizelimit %" PRIu64
+			" is beyond the end of %s (%jd bytes)\n", a->offset,
+			a->sizelimit, img->path, (intmax_t)st.st_size);
+		return -1;
+	}
+	return 0;
+}
+
+int open_image(struct image *img)
+{
+	int read_only = img->opts.attach.flags & LOOPFD_READ_ONLY;
 	int flags = read_only ? O_RDONLY : O_RDWR;
 	int e, fl;
 
@@ -374,15 +456,15 @@ static int open_image(struct image *img, int read_only)
 			strerror(errno));
 		return -1;
 	}
-	return 0;
+	return check_geometry(img);
 }
 
-static int open_images(struct image *imgs, size_t n, const struct options *o)
+static int open_images(struct image *imgs, size_t n)
 {
 	size_t i;
 
 	for (i = 0; i < n; i++)
-		if (open_image(&imgs[i], o->attach.flags & LOOPFD_READ_ONLY) < 0)
+		if (open_image(&imgs[i]) < 0)
 			return -1;
 	return 0;
 }
@@ -408,10 +490,14 @@ static void flags_text(uint32_t flags, char *buf, size_t cap)
 		 flags & LOOPFD_AUTOCLEAR ? ",autoclear" : "");
 }
 
-static void print_device(const struct image *img)
+static void print_device(const struct image *img, const struct options *o)
 {
 	char flags[96];
 
+	if (o->json) {
+		json_device(stderr, "attach", img->path, &img->dev);
+		return;
+	}
 	flags_text(img->dev.flags, flags, sizeof(flags));
 	fprintf(stderr, "loopfd: %s -> %s (%u:%u, %" PRIu64 " bytes, %s)\n",
 		img->path, img->dev.path, img->dev.major, img->dev.minor,
@@ -436,24 +522,48 @@ static int lock_device(const struct image *img)
 	return 0;
 }
 
-static int attach_one(struct loopfd_session *s, struct image *img,
-		      const struct options *o)
+/*
+ * The library's message without its "attach: helper refused: " (the
+ * helper's own words are plain already); what is what: "IMAGE: text".
+ */
+void error_text(char *buf, size_t cap, const char *what,
+		const struct loopfd_error *err)
+{
+	const char *msg = loopfd_strerror(err), *p;
+
+	if (err->reason != 0 && (p = strstr(msg, ": helper refused: ")) != NULL)
+		msg = p + strlen(": helper refused: ");
+	if (what)
+		snprintf(buf, cap, "%s: %s", what, msg);
+	else
+		snprintf(buf, cap, "%s", msg);
+}
+
+void print_error(const char *what, const struct loopfd_error *err)
+{
+	char text[768];
+
+	error_text(text, sizeof(text), what, err);
+	fprintf(stderr, "loopfd: %s\n", text);
+}
+
+int attach_one(struct loopfd_session *s, struct image *img,
+	       const struct options *o)
 {
 	struct loopfd_error err;
 
-	if (loopfd_attach(s, img->fd, &o->attach, &img->dev, &err) < 0) {
-		fprintf(stderr, "loopfd: %s: %s\n", img->path,
-			loopfd_strerror(&err));
+	if (loopfd_attach(s, img->fd, &img->opts.attach, &img->dev, &err) < 0) {
+		print_error(img->path, &err);
 		return -1;
 	}
 	img->attached = 1;
 	/* The device holds its own reference to the file from here on. */
 	close(img->fd);
 	img->fd = -1;
-	if (o->lock && lock_device(img) < 0)
+	if (img->opts.lock && lock_device(img) < 0)
 		return -1;
 	if (o->verbose)
-		print_device(img);
+		print_device(img, o);
 	return 0;
 }
 
@@ -497,327 +607,67 @@ static void print_session(const struct loopfd_session *s)
 		(unsigned)info->gid, info->max_devices);
 }
 
-/* ---- the command ----------------------------------------------------------- */
-
-static int export_env(const struct image *imgs, size_t n)
-{
-	size_t cap = n * 32 + 1, dlen = 0, nlen = 0, i;
-	char *devs = malloc(cap), *names = malloc(cap);
-	char first[32];
-	int rc = -1;
-
-	if (!devs || !names)
-		goto out;
-	devs[0] = names[0] = '\0';
-	for (i = 0; i < n; i++) {
-		dlen += (size_t)snprintf(devs + dlen, cap - dlen, "%s/dev/fd/%zu",
-					 i ? " " : "", FIRST_DEVICE_FD + i);
-		nlen += (size_t)snprintf(names + nlen, cap - nlen, "%s%s",
-					 i ? " " : "", imgs[i].dev.name);
-	}
-	snprintf(first, sizeof(first), "/dev/fd/%d", FIRST_DEVICE_FD);
-	if (setenv("LOOPFD_DEVICE", first, 1) == 0 &&
-	    setenv("LOOPFD_NAME", imgs[0].dev.name, 1) == 0 &&
-	    setenv("LOOPFD_DEVICES", devs, 1) == 0 &&
-	    setenv("LOOPFD_NAMES", names, 1) == 0)
-		rc = 0;
-out:
-	if (rc < 0)
-		perror("loopfd: setting the environment");
-	free(devs);
-	free(names);
-	return rc;
-}
-
 /*
- * Device i goes onto fd 3+i in COMMAND.  Each is first copied above the
- * target range (close-on-exec, like every other fd of ours), so that
- * placing one cannot overwrite another that happens to sit on its target;
- * the spawn's dup2 of a copy then gives COMMAND its fd without FD_CLOEXEC.
- * copies[] is closed by the caller after the spawn.
+ * COMMAND failed, no device was granted, the policy allows --grant, and
+ * COMMAND was handed a device path: a path tool cannot reopen a root-owned
+ * node (EACCES).  loopfd cannot see why COMMAND failed, so it says what
+ * may have happened, not what did.
  */
-static int place_device_fds(posix_spawn_file_actions_t *fa,
-			    const struct image *imgs, size_t n, int *copies)
+static void hint_grant(const struct loopfd_session *s, const struct image *imgs,
+		       size_t n, char **cmd, int status)
 {
-	int top = FIRST_DEVICE_FD + (int)n;
 	size_t i;
-	int rc;
+	int path = 0;
 
-	for (i = 0; i < n; i++) {
-		copies[i] = fcntl(imgs[i].dev.fd, F_DUPFD_CLOEXEC, top);
-		if (copies[i] < 0)
-			return errno;
-	}
-	for (i = 0; i < n; i++) {
-		rc = posix_spawn_file_actions_adddup2(fa, copies[i],
-						      FIRST_DEVICE_FD + (int)i);
-		if (rc != 0)
-			return rc;
-	}
-	return 0;
-}
-
-/*
- * FILE, which the kernel refused to exec as it is (ENOEXEC: no #! line, or
- * a binary for another machine), run as `/bin/sh FILE ARGS...`, which is
- * what execvp(3) does.  0, or an error number; *ours is set if it was our
- * own allocation that failed.
- */
-static int spawn_with_sh(const char *file, char **cmd,
-			 const posix_spawn_file_actions_t *fa,
-			 const posix_spawnattr_t *attr, pid_t *pid, int *ours)
-{
-	char **argv;
-	size_t argc = 0;
-	int rc;
-
-	while (cmd[argc])
-		argc++;
-	argv = calloc(argc + 2, sizeof(*argv));
-	if (argv == NULL) {
-		*ours = 1;
-		return ENOMEM;
-	}
-	argv[0] = (char *)"/bin/sh";
-	argv[1] = (char *)file;
-	memcpy(argv + 2, cmd + 1, argc * sizeof(*argv));	/* and the NULL */
-	rc = posix_spawn(pid, "/bin/sh", fa, attr, argv, environ);
-	free(argv);
-	return rc;
-}
-
-/* One candidate file: exec it, or run it with /bin/sh if it is no program. */
-static int spawn_file(const char *file, char **cmd,
-		      const posix_spawn_file_actions_t *fa,
-		      const posix_spawnattr_t *attr, pid_t *pid, int *ours)
-{
-	int rc = posix_spawn(pid, file, fa, attr, cmd, environ);
-
-	if (rc == ENOEXEC)
-		rc = spawn_with_sh(file, cmd, fa, attr, pid, ours);
-	return rc;
-}
-
-/* The exec errors after which execvp goes on to the next PATH entry. */
-static int try_next_entry(int e)
-{
-	return e == ENOENT || e == ENOTDIR || e == EACCES || e == ESTALE ||
-	       e == ENODEV || e == ETIMEDOUT;
-}
-
-/*
- * execvp's walk, done once posix_spawnp (which has no /bin/sh fallback)
- * reported ENOEXEC: each PATH entry in turn (none set: glibc's
- * "/bin:/usr/bin"; an empty one: the current directory), past those whose
- * exec fails with ENOENT, EACCES and the like, to the first that runs or
- * is handed to /bin/sh.  So the file given to the shell is the one the
- * kernel refused, not merely the first executable-looking name.
- */
-static int spawn_as_execvp(char **cmd, const posix_spawn_file_actions_t *fa,
-			   const posix_spawnattr_t *attr, pid_t *pid, int *ours)
-{
-	const char *path = getenv("PATH"), *p, *end;
-	char *file;
-	int rc, len, eacces = 0;
-
-	if (strchr(cmd[0], '/'))	/* the one file: posix_spawnp just tried it */
-		return spawn_with_sh(cmd[0], cmd, fa, attr, pid, ours);
-	for (p = path ? path : "/bin:/usr/bin";; p = end + 1) {
-		end = strchrnul(p, ':');
-		len = (int)(end - p);
-		if (asprintf(&file, "%.*s/%s", len ? len : 1, len ? p : ".",
-			     cmd[0]) < 0) {
-			*ours = 1;
-			return ENOMEM;
-		}
-		rc = spawn_file(file, cmd, fa, attr, pid, ours);
-		free(file);
-		if (!try_next_entry(rc))
-			return rc;
-		eacces |= rc == EACCES;
-		if (*end == '\0')
-			return eacces ? EACCES : rc;	/* as glibc: the last one's */
-	}
-}
-
-/*
- * Start COMMAND with the signal mask from before ours and the devices on
- * fds 3...  posix_spawnp (vfork-like in glibc) rather than fork + exec:
- * `loopfd run` starts one program more than losetup does, and not copying
- * our page tables is the cheap part of that to save.  0 and *pid, or the
- * error number of what failed: *preparing is set if that was our own
- * setup (fds, memory), not the start of COMMAND.
- */
-static int spawn_command(char **cmd, const struct image *imgs, size_t n,
-			 const sigset_t *orig, pid_t *pid, int *preparing)
-{
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t attr;
-	int *copies = calloc(n ? n : 1, sizeof(*copies));
-	size_t i;
-	int rc;
-
-	*preparing = 1;
-	if (copies == NULL)
-		return ENOMEM;
-	for (i = 0; i < n; i++)
-		copies[i] = -1;
-	rc = posix_spawn_file_actions_init(&fa);
-	if (rc != 0) {
-		free(copies);
-		return rc;
-	}
-	rc = posix_spawnattr_init(&attr);
-	if (rc == 0) {
-		rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
-		if (rc == 0)
-			rc = posix_spawnattr_setsigmask(&attr, orig);
-		if (rc == 0)
-			rc = place_device_fds(&fa, imgs, n, copies);
-		if (rc == 0) {
-			*preparing = 0;
-			rc = posix_spawnp(pid, cmd[0], &fa, &attr, cmd, environ);
-			if (rc == ENOEXEC)
-				rc = spawn_as_execvp(cmd, &fa, &attr, pid, preparing);
-		}
-		posix_spawnattr_destroy(&attr);
-	}
-	posix_spawn_file_actions_destroy(&fa);
-	for (i = 0; i < n; i++)
-		if (copies[i] >= 0)
-			close(copies[i]);
-	free(copies);
-	return rc;
-}
-
-static void forward_set(sigset_t *set)
-{
-	sigemptyset(set);
-	sigaddset(set, SIGINT);
-	sigaddset(set, SIGTERM);
-	sigaddset(set, SIGHUP);
-	sigaddset(set, SIGQUIT);
-	sigaddset(set, SIGCHLD);
-}
-
-/* SIGINT and SIGQUIT from the kernel come from the terminal, which sends
- * them to the whole foreground process group: COMMAND got its own, and a
- * second one could cut its cleanup short. */
-static void forward_signal(pid_t pid, const siginfo_t *si)
-{
-	if ((si->si_signo == SIGINT || si->si_signo == SIGQUIT) &&
-	    si->si_code == SI_KERNEL)
+	if (status == 0 || status >= 126 ||
+	    !(loopfd_session_info(s)->features & LOOPFD_FEAT_GRANT))
 		return;
-	kill(pid, si->si_signo);
-}
-
-/* Wait for COMMAND, passing signals on.  Only this loop reaps it, so pid
- * cannot be reused by another process while we may still signal it. */
-static int wait_command(pid_t pid, const sigset_t *set, int *status)
-{
-	siginfo_t si;
-	pid_t r;
-
-	for (;;) {
-		if (sigwaitinfo(set, &si) < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		if (si.si_signo != SIGCHLD) {
-			forward_signal(pid, &si);
-			continue;
-		}
-		/* Any child's SIGCHLD (a spawned helper's too): is it ours? */
-		r = waitpid(pid, status, WNOHANG);
-		if (r == pid)
-			return 0;
-		if (r < 0 && errno != EINTR)
-			return -1;
-	}
-}
-
-static int exit_status(int st)
-{
-	if (WIFEXITED(st))
-		return WEXITSTATUS(st);
-	if (WIFSIGNALED(st))
-		return 128 + WTERMSIG(st);
-	return 1;
-}
-
-/* Run COMMAND and return its exit status: 127 if it was not found, 126 if
- * it could not be started otherwise (as a shell reports), 1 if our own
- * preparation or the waiting failed.
- * The forwarded signals stay blocked afterwards, through the release. */
-static int run_command(char **cmd, struct image *imgs, size_t n)
-{
-	sigset_t set, orig;
-	pid_t pid;
-	int st, rc, preparing;
-
-	forward_set(&set);
-	if (sigprocmask(SIG_BLOCK, &set, &orig) < 0) {
-		perror("loopfd: sigprocmask");
-		return 1;
-	}
-	rc = spawn_command(cmd, imgs, n, &orig, &pid, &preparing);
-	if (rc != 0 && preparing) {
-		fprintf(stderr, "loopfd: cannot prepare to start %s: %s\n",
-			cmd[0], strerror(rc));
-		return 1;
-	}
-	if (rc != 0) {
-		fprintf(stderr, "loopfd: %s: %s\n", cmd[0], strerror(rc));
-		return rc == ENOENT ? 127 : 126;
-	}
-	if (wait_command(pid, &set, &st) < 0) {
-		perror("loopfd: waiting for the command");
-		return 1;
-	}
-	return exit_status(st);
+	for (i = 0; i < n; i++)
+		if (imgs[i].opts.attach.flags & LOOPFD_GRANT)
+			return;
+	for (i = 0; cmd[i] && !path; i++)
+		path = strstr(cmd[i], "/dev/fd/") || strstr(cmd[i], "/dev/loop") ||
+		       strstr(cmd[i], "LOOPFD_DEVICE") || strstr(cmd[i], "LOOPFD_PATH");
+	if (path)
+		fprintf(stderr, "loopfd: %s exited with status %d; if it could not "
+			"open the device by path (Permission denied on /dev/fd/N "
+			"or /dev/loopN), --grant makes the node yours while "
+			"attached; writing to the fd itself never needs it\n",
+			cmd[0], status);
 }
 
 /* ---- release ---------------------------------------------------------------- */
-
-/* The helper's own words: the library prefixes them with the operation. */
-static const char *release_text(const struct loopfd_error *err)
-{
-	const char *msg = loopfd_strerror(err);
-	static const char *const prefixes[] = {
-		"release: helper refused: ", "release: ",
-	};
-	size_t i;
-
-	for (i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
-		if (strncmp(msg, prefixes[i], strlen(prefixes[i])) == 0)
-			return msg + strlen(prefixes[i]);
-	return msg;
-}
 
 static int release_one(struct loopfd_session *s, const struct image *img,
 		       const struct options *o)
 {
 	struct loopfd_error err;
 	uint32_t waited = 0;
+	int ok = loopfd_release(s, img->dev.id, o->timeout_ms, &waited, &err) == 0;
 
-	if (loopfd_release(s, img->dev.id, o->timeout_ms, &waited, &err) < 0) {
+	if (o->verbose && o->json)
+		json_receipt(stderr, img->path, &img->dev, ok, &err, waited);
+	if (!ok) {
 		fprintf(stderr, "loopfd: release of %s (image %s) failed: %s\n",
-			img->dev.path, img->path, release_text(&err));
-		return -1;
+			img->dev.path, img->path, release_outcome(0, &err));
+		if (err.reason == LFD_R_BUSY)
+			report_busy_openers(&img->dev);
+		if (err.reason == LFD_R_DATA_LOST)
+			report_full_filesystem(img->path);
+		return release_exit_status(&err);
 	}
-	if (o->verbose)
+	if (o->verbose && !o->json)
 		fprintf(stderr, "loopfd: released %s (image %s), waited %u ms\n",
 			img->dev.path, img->path, (unsigned)waited);
 	return 0;
 }
 
-/* Release every attached device and end the session; returns how many
- * releases failed. */
+/* Release every attached device and end the session; returns 0 or the
+ * exit status of the worst failure (data before busy). */
 static int release_all(struct loopfd_session *s, struct image *imgs,
 		       size_t n, const struct options *o)
 {
-	int failed = 0;
+	int worst = 0, rc;
 	size_t i;
 
 	/* Our own copies first: while loopfd holds a device open, the helper
@@ -828,14 +678,40 @@ static int release_all(struct loopfd_session *s, struct image *imgs,
 			close(imgs[i].dev.fd);
 		imgs[i].dev.fd = -1;
 	}
-	for (i = 0; i < n; i++)
-		if (imgs[i].attached && release_one(s, &imgs[i], o) < 0)
-			failed++;
+	for (i = 0; i < n; i++) {
+		if (!imgs[i].attached)
+			continue;
+		rc = release_one(s, &imgs[i], o);
+		if (rc == EXIT_LOOPFD_DATA || (rc != 0 && worst == 0))
+			worst = rc;
+	}
 	loopfd_close(s);
-	return failed;
+	return worst;
 }
 
 /* ---- main ------------------------------------------------------------------- */
+
+static int run_command_with(struct loopfd_session *s, struct image *imgs,
+			    size_t n, char **cmd)
+{
+	struct cmd_device *devs = calloc(n, sizeof(*devs));
+	size_t i;
+	int status;
+
+	if (devs == NULL) {
+		perror("loopfd");
+		return EXIT_LOOPFD_SETUP;
+	}
+	for (i = 0; i < n; i++) {
+		devs[i].fd = imgs[i].dev.fd;
+		devs[i].name = imgs[i].dev.name;
+		devs[i].path = imgs[i].dev.path;
+	}
+	status = command_run(cmd, devs, n);
+	free(devs);
+	hint_grant(s, imgs, n, cmd, status);
+	return status;
+}
 
 /* Everything from opening the images to the last release; returns the
  * exit status. */
@@ -846,26 +722,26 @@ static int run_with_images(struct image *imgs, size_t n, char **cmd,
 	struct loopfd_error err;
 	int status, failed;
 
-	if (open_images(imgs, n, o) < 0)
-		return 1;
+	if (open_images(imgs, n) < 0)
+		return EXIT_LOOPFD_SETUP;
 	if (loopfd_connect(&s, o->socket_path, &err) < 0) {
-		fprintf(stderr, "loopfd: %s\n", loopfd_strerror(&err));
-		return 1;
+		print_error(NULL, &err);
+		return EXIT_LOOPFD_SETUP;
 	}
-	if (o->verbose)
+	if (o->verbose && !o->json)
 		print_session(s);
 	if (check_timeout(s, o) < 0) {
 		loopfd_close(s);
-		return 2;
+		return EXIT_LOOPFD_SETUP;
 	}
-	if (attach_all(s, imgs, n, o) < 0 || export_env(imgs, n) < 0) {
+	if (attach_all(s, imgs, n, o) < 0) {
 		close_images(imgs, n);
 		release_all(s, imgs, n, o);
-		return 1;
+		return EXIT_LOOPFD_SETUP;
 	}
-	status = run_command(cmd, imgs, n);
+	status = run_command_with(s, imgs, n, cmd);
 	failed = release_all(s, imgs, n, o);
-	return failed > 0 && status == 0 ? 1 : status;
+	return failed ? failed : status;
 }
 
 static int cmd_run(int argc, char **argv)
@@ -876,15 +752,30 @@ static int cmd_run(int argc, char **argv)
 	size_t n;
 	int status;
 
-	split_operands(argc, argv, parse_options(argc, argv, &o), &imgs, &n, &cmd);
+	parse_command_line(argc, argv, &o, &imgs, &n, &cmd);
 	status = run_with_images(imgs, n, cmd, &o);
 	close_images(imgs, n);
 	free(imgs);
 	return status;
 }
 
+static const struct {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+} commands[] = {
+	{ "run", cmd_run },
+	{ "attach", cmd_attach },
+	{ "exec", cmd_exec },
+	{ "list", cmd_list },
+	{ "detach", cmd_detach },
+};
+
 int main(int argc, char **argv)
 {
+	size_t i;
+
+	/* Before anything of ours is open: which fds an outer loopfd left us. */
+	command_scan_inherited();
 	/* An inherited SIG_IGN would have children reaped behind our back:
 	 * no exit status for COMMAND, none for a spawned helper. */
 	signal(SIGCHLD, SIG_DFL);
@@ -894,7 +785,9 @@ int main(int argc, char **argv)
 		return print_help();
 	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0)
 		return print_version();
-	if (strcmp(argv[1], "run") != 0)
-		usage_error("unknown command '%s' (the command is 'run')", argv[1]);
-	return cmd_run(argc - 1, argv + 1);
+	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (strcmp(argv[1], commands[i].name) == 0)
+			return commands[i].fn(argc - 1, argv + 1);
+	usage_error("unknown command '%s' (run, attach, exec, list, detach)",
+		    argv[1]);
 }
