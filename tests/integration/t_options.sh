@@ -93,7 +93,7 @@ for how in path PATH cwd; do
 		fail "script without #! ($how): exit $rc, ran with '$(cat "$T/out/script" 2>/dev/null)': $(cat "$T/err")"
 	assert_no_device_for "$T/img"
 done
-# Our own failure to prepare COMMAND's fds is loopfd's error (exit 1, said
+# Our own failure to prepare COMMAND's fds is loopfd's error (exit 125, said
 # so), not COMMAND's 126; the device is released either way.  Soft fd limits
 # around what a run needs: somewhere in 4..12 the copies of the device fds
 # no longer fit.
@@ -104,8 +104,8 @@ for n in 4 5 6 7 8 9 10 11 12; do
 		2> "$T/err" || rc=$?
 	case $rc in
 	0) ;;
-	1) grep -q "Too many open files" "$T/err" ||
-		fail "soft fd limit $n: exit 1 for another reason: $(cat "$T/err")"
+	125) grep -q "Too many open files" "$T/err" ||
+		fail "soft fd limit $n: exit 125 for another reason: $(cat "$T/err")"
 	   grep -q "^loopfd: cannot prepare to start true: Too many open files" "$T/err" &&
 		prepare_seen=$n ;;
 	*) fail "soft fd limit $n: exit $rc: $(cat "$T/err")" ;;
