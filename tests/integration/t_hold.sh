@@ -39,9 +39,12 @@ chmod 0644 "$T/data"
 write_config "max-devices-per-user 2"
 
 # ---- 1. attach, exec, detach: three processes, three directories --------
-dev=$(cd "$T/a" && timeout 10 setpriv --reuid=$NOBODY --regid=$NOBODY --clear-groups -- \
-	env -i PATH=/usr/bin:/bin "$LOOPFD" attach ../img 2> "$T/err") ||
+# (Output to a file, not $(...): a holder that kept stdout would hang the
+# test instead of failing it; its fds are checked below.)
+(cd "$T/a" && timeout 10 setpriv --reuid=$NOBODY --regid=$NOBODY --clear-groups -- \
+	env -i PATH=/usr/bin:/bin "$LOOPFD" attach ../img > "$T/dev" 2> "$T/err") ||
 	fail "attach: $(cat "$T/err")"
+dev=$(cat "$T/dev")
 [[ "$dev" =~ ^loop[0-9]+$ ]] || fail "attach printed '$dev', want loopN"
 losetup -j "$T/img" | grep -q "/dev/$dev:" || fail "$dev is not attached to the image"
 # The holder: our uid, no terminal, stdio on /dev/null, cwd /.
@@ -211,3 +214,14 @@ as_nobody kill -TERM "$holder"
 wait_until 15 sh -c "[ -z \"\$(losetup -j '$T/img')\" ]" || fail "SIGTERM did not detach"
 [ "$(stat -c %u /dev/$dev)" = 0 ] || fail "--grant: /dev/$dev not given back"
 note "busy detach names its opener (exit 123); --all with JSON receipts; SIGTERM detaches; --grant across steps"
+
+# ---- 6. attach inside a run: the holder keeps none of the fds it inherits ----
+# (the outer device on fd 3 would otherwise stay open and its release busy)
+lfd run --release-timeout 2 "$T/i2" -- "$LOOPFD" attach "$T/img" > "$T/dev" 2> "$T/err" ||
+	fail "attach inside a run: exit $?: $(cat "$T/err")"
+dev=$(cat "$T/dev")
+holder=$(lfd list --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["holder_pid"])')
+! ls -l /proc/$holder/fd | grep -E "$T/|loop-control" || fail "holder kept inherited or image fds"
+assert_no_device_for "$T/i2"
+lfd detach "$dev" || fail "detach after attach inside a run"
+note "attach inside a run: the outer device released, the holder keeps only its own fds"
