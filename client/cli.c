@@ -310,6 +310,16 @@ static void take_option(int c, const char *arg, struct options *o)
 
 static const char short_options[] = "+rPo:b:vhV";
 
+static const char *option_name(int c)
+{
+	const struct option *opt;
+
+	for (opt = long_options; opt->name; opt++)
+		if (opt->val == c)
+			return opt->name;
+	return "?";
+}
+
 /*
  * getopt over argv[first..end): '+' stops at the first operand, so nothing
  * after it (COMMAND's own options above all) is taken for one of ours.
@@ -336,8 +346,8 @@ static int getopt_span(char **argv, int first, int end, struct options *o,
 		if (img == NULL)
 			take_option(c, optarg, o);
 		else if (!take_image_option(c, optarg, &img->opts))
-			usage_error("option '%s' applies to the whole command: "
-				    "put it before the first IMAGE", v[optind - 1]);
+			usage_error("option '--%s' applies to the whole command: "
+				    "put it before the first IMAGE", option_name(c));
 	}
 	v[0] = saved;
 	return first + optind - 1;
