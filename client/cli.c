@@ -659,7 +659,7 @@ static int release_one(struct loopfd_session *s, const struct image *img,
 		json_receipt(stderr, img->path, &img->dev, ok, &err, waited);
 	if (!ok) {
 		fprintf(stderr, "loopfd: release of %s (image %s) failed: %s\n",
-			img->dev.path, img->path, release_outcome(0, &err));
+			img->dev.path, img->path, release_text(&err));
 		if (err.reason == LFD_R_BUSY)
 			report_busy_openers(&img->dev);
 		if (err.reason == LFD_R_DATA_LOST)

@@ -79,7 +79,10 @@ rc=0; run "$T/a.img" 2> "$T/err" || rc=$?
 # Busy: 123, naming the process that keeps the device open.
 rc=0; run --release-timeout 0.3 "$T/a.img" -- sh -c '
 	sleep 30 </dev/null >/dev/null 2>&1 & echo $! > "$1/sleeper"' sh "$T/out" 2> "$T/err" || rc=$?
+remember_pid "$(cat "$T/out/sleeper")"
 [ $rc = 123 ] || fail "busy release: exit $rc, want 123: $(cat "$T/err")"
+grep -Eq "^loopfd: release of /dev/loop[0-9]+ \(image $T/a.img\) failed: busy: .* still open elsewhere" "$T/err" ||
+	fail "busy release message: $(cat "$T/err")"
 grep -Eq "^loopfd: /dev/loop[0-9]+ is still open in: $(cat "$T/out/sleeper") \(sleep\)$" "$T/err" ||
 	fail "busy release does not name the sleeper: $(cat "$T/err")"
 kill "$(cat "$T/out/sleeper")"

@@ -185,6 +185,7 @@ note "holder directory squatted by another uid, as a symlink or with group/other
 dev=$(lfd attach "$T/img") || fail "attach for busy"
 lfd exec "$dev" -- sh -c 'sleep 30 </dev/null >/dev/null 2>&1 & echo $! > "$1"' sh "$T/b/sleeper" ||
 	fail "exec for busy"
+remember_pid "$(cat "$T/b/sleeper")"
 rc=0; lfd detach --timeout 0.5 "$dev" 2> "$T/err" || rc=$?
 [ $rc = 123 ] || fail "busy detach: exit $rc, want 123: $(cat "$T/err")"
 grep -q "still open elsewhere" "$T/err" || fail "busy detach: $(cat "$T/err")"
