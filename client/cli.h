@@ -64,6 +64,8 @@ void error_text(char *buf, size_t cap, const char *what,
 		const struct loopfd_error *err);
 void print_error(const char *what, const struct loopfd_error *err);
 int flush_stdout(void);
+int print_help(void);
+void help_if_asked(int argc, char **argv);
 
 /* One device handed to COMMAND. */
 struct cmd_device {

@@ -639,6 +639,7 @@ int cmd_exec(int argc, char **argv)
 	struct hold_rep *reps;
 	int i, n, dashes = -1, status = EXIT_LOOPFD_SETUP;
 
+	help_if_asked(argc, argv);
 	for (i = 1; i < argc && dashes < 0; i++)
 		if (strcmp(argv[i], "--") == 0)
 			dashes = i;
@@ -751,6 +752,7 @@ int cmd_list(int argc, char **argv)
 	struct hold_rep rep;
 	int json = 0, i, n = 0, shown = 0, rc;
 
+	help_if_asked(argc, argv);
 	for (i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--json") == 0)
 			json = 1;
@@ -859,6 +861,7 @@ int cmd_detach(int argc, char **argv)
 	uint32_t timeout_ms = DEFAULT_TIMEOUT_MS;
 	int all = 0, json = 0, verbose = 0, i, rc = 0, found;
 
+	help_if_asked(argc, argv);
 	for (i = 1; i < argc && argv[i][0] == '-'; i++) {
 		if (strcmp(argv[i], "--all") == 0)
 			all = 1;
