@@ -96,7 +96,7 @@ static int set_list(const char *var, const char *old, const char *const *items,
  * LOOPFD_DEVICES and LOOPFD_NAMES list every device COMMAND has. */
 static int export_env(const struct cmd_device *devs, size_t n)
 {
-	const char **names = calloc(n, sizeof(*names));
+	const char **names = calloc(n ? n : 1, sizeof(*names));
 	char first[32];
 	size_t i;
 	int rc = -1;

@@ -795,7 +795,10 @@ static int detach_one(const char *dir, const char *name, uint32_t timeout_ms,
 {
 	struct loopfd_error err;
 	struct hold_rep rep;
-	int rc = ask_holder(dir, name, HOLD_DETACH, timeout_ms, &rep, NULL);
+	int rc;
+
+	memset(&rep, 0, sizeof(rep));
+	rc = ask_holder(dir, name, HOLD_DETACH, timeout_ms, &rep, NULL);
 
 	if (rc == 1)
 		return EXIT_LOOPFD_SETUP;
