@@ -733,18 +733,13 @@ static void print_session(const struct loopfd_session *s)
  * node (EACCES).  loopfd cannot see why COMMAND failed, so it says what
  * may have happened, not what did.
  */
-static void hint_grant(const struct loopfd_session *s, const struct image *imgs,
-		       size_t n, char **cmd, int status)
+void hint_grant(char **cmd, int status, int granted, int allowed)
 {
 	size_t i;
 	int path = 0;
 
-	if (status == 0 || status >= 126 ||
-	    !(loopfd_session_info(s)->features & LOOPFD_FEAT_GRANT))
+	if (status == 0 || status >= 126 || granted || !allowed)
 		return;
-	for (i = 0; i < n; i++)
-		if (imgs[i].opts.attach.flags & LOOPFD_GRANT)
-			return;
 	for (i = 0; cmd[i] && !path; i++)
 		path = strstr(cmd[i], "/dev/fd/") || strstr(cmd[i], "/dev/loop") ||
 		       strstr(cmd[i], "LOOPFD_DEVICE") || strstr(cmd[i], "LOOPFD_PATH");
@@ -829,7 +824,10 @@ static int run_command_with(struct loopfd_session *s, struct image *imgs,
 	}
 	status = command_run(cmd, devs, n);
 	free(devs);
-	hint_grant(s, imgs, n, cmd, status);
+	for (i = 0; i < n && !(imgs[i].dev.flags & LOOPFD_GRANT); i++)
+		;
+	hint_grant(cmd, status, i < n,
+		   loopfd_session_info(s)->features & LOOPFD_FEAT_GRANT);
 	return status;
 }
 

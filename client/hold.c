@@ -77,6 +77,7 @@ struct hold_rep {
 	uint32_t state;			/* enum hold_state */
 	int32_t pid;			/* the holder */
 	uint32_t locked;		/* --lock */
+	uint32_t features;		/* LOOPFD_FEAT_* the policy allows */
 	int64_t since;			/* attached at, seconds since the epoch */
 	struct loopfd_device dev;	/* fd is -1 */
 	char image[PATH_MAX];		/* absolute, as opened at attach */
@@ -260,6 +261,7 @@ static int holder_attach(struct holder *h, const struct options *o)
 		return -1;
 	}
 	max = loopfd_session_info(h->s)->max_timeout_ms;
+	h->rep.features = loopfd_session_info(h->s)->features;
 	h->timeout_ms = o->timeout_ms < max ? o->timeout_ms : max;
 	if (loopfd_attach(h->s, img->fd, &img->opts.attach, &img->dev, &err) < 0) {
 		error_text(h->rep.msg, sizeof(h->rep.msg), img->path, &err);
@@ -672,6 +674,10 @@ int cmd_exec(int argc, char **argv)
 		devs[i].path = reps[i].dev.path;
 	}
 	status = command_run(&argv[dashes + 1], devs, (size_t)n);
+	for (i = 0; i < n && !(reps[i].dev.flags & LOOPFD_GRANT); i++)
+		;
+	hint_grant(&argv[dashes + 1], status, i < n,
+		   reps[0].features & LOOPFD_FEAT_GRANT);
 out:
 	for (i = 0; i < n; i++)
 		if (devs[i].fd >= 0)
@@ -685,12 +691,12 @@ out:
 
 static void list_text(const struct hold_rep *r, int header)
 {
-	char since[32], opts[160];
+	char since[32], opts[160], backing[48];
 	struct tm tm;
 	time_t t = (time_t)r->since;
 
 	if (header)
-		printf("%-8s %-11s %-20s %-7s %-8s %s %s\n", "NAME", "BACKING",
+		printf("%-8s %-20s %-20s %-7s %-9s %s %s\n", "NAME", "BACKING",
 		       "SINCE", "PID", "STATE", "OPTIONS", "IMAGE");
 	gmtime_r(&t, &tm);
 	strftime(since, sizeof(since), "%Y-%m-%dT%H:%M:%SZ", &tm);
@@ -702,9 +708,10 @@ static void list_text(const struct hold_rep *r, int header)
 		 r->dev.flags & LOOPFD_GRANT ? ",grant" : "",
 		 r->locked ? ",lock" : "", r->dev.offset, r->dev.sizelimit,
 		 r->dev.sector_size);
-	printf("%-8s %u:%u:%-7" PRIu64 " %-20s %-7d %-8s %s %s\n", r->dev.name,
-	       major((dev_t)r->dev.backing_dev), minor((dev_t)r->dev.backing_dev),
-	       r->dev.backing_ino, since, (int)r->pid,
+	snprintf(backing, sizeof(backing), "%u:%u:%" PRIu64,
+		 major((dev_t)r->dev.backing_dev), minor((dev_t)r->dev.backing_dev),
+		 r->dev.backing_ino);
+	printf("%-8s %-20s %-20s %-7d %-9s %s %s\n", r->dev.name, backing, since, (int)r->pid,
 	       r->state == HOLD_DETACHING ? "detaching" : "attached", opts,
 	       r->image);
 }

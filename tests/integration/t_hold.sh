@@ -226,3 +226,30 @@ holder=$(lfd list --json | python3 -c 'import json,sys; print(json.load(sys.stdi
 assert_no_device_for "$T/i2"
 lfd detach "$dev" || fail "detach after attach inside a run"
 note "attach inside a run: the outer device released, the holder keeps only its own fds"
+
+# ---- 7. sandboxes and the daemon; the --grant hint ------------------------------
+# attach inside bubblewrap (no_new_privs, its own user, network and IPC
+# namespaces) through a daemon's socket; exec inside a second, fully
+# unshared sandbox with only the holder directory bound in; detach outside.
+"$HELPER" --listen "$T/d.sock" 2> "$T/daemon.log" &
+remember_pid $!
+wait_until 5 test -S "$T/d.sock" || fail "daemon did not listen"
+truncate -s 0 "$T/img"; truncate -s 16M "$T/img"
+as_nobody bwrap --unshare-user --unshare-ipc --unshare-net --unshare-uts --ro-bind / / \
+	--dev /dev --bind /tmp /tmp env -i "$LOOPFD" attach --socket "$T/d.sock" "$T/img" \
+	> "$T/dev" 2> "$T/err" || fail "attach inside bwrap: $(cat "$T/err")"
+dev=$(cat "$T/dev")
+as_nobody bwrap --unshare-all --die-with-parent --ro-bind / / --dev /dev --bind "$T" "$T" \
+	--bind /tmp/loopfd-$NOBODY /tmp/loopfd-$NOBODY \
+	env -i "$LOOPFD" exec "$dev" -- sh -c 'ls /dev/loop-control 2>/dev/null && exit 20
+		grep -q "^NoNewPrivs:[[:space:]]*1" /proc/self/status || exit 21
+		cat "$1" >&3' sh "$T/data" 2> "$T/err" || fail "exec inside bwrap: exit $?: $(cat "$T/err")"
+# A path tool without --grant: the hint, worded as a possibility.
+rc=0; lfd exec "$dev" -- sh -c 'exec 4<> /dev/fd/3' 2> "$T/err" || rc=$?
+[ $rc != 0 ] || fail "uid $NOBODY reopened a root-owned node through exec"
+grep -q "if it could not open the device by path (Permission denied on /dev/fd/N or /dev/loopN), --grant" "$T/err" ||
+	fail "exec: no --grant hint: $(cat "$T/err")"
+lfd detach "$dev" || fail "detach of the device attached inside bwrap"
+assert_no_device_for "$T/img"
+cmp -n $((4 << 20)) "$T/data" "$T/img" || fail "data written inside bwrap is not in the image"
+note "attach in bwrap via the daemon, exec in a fully unshared bwrap, detach outside; --grant hint on exec"
