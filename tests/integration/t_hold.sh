@@ -27,7 +27,7 @@ _hold_cleanup() {
 	done
 	rm -rf /tmp/loopfd-$NOBODY /tmp/loopfd-$OTHER /tmp/loopfd-$VICTIM
 }
-trap 'rc=$?; _hold_cleanup; (exit $rc); _cleanup' EXIT
+trap 'rc=$?; set +e; _hold_cleanup; (exit $rc); _cleanup' EXIT
 _hold_cleanup
 
 mkdir -m 0777 "$T/a" "$T/b"
