@@ -309,9 +309,9 @@ static int holder_listen(struct holder *h, const char *dir)
 	return 0;
 }
 
-/* Remove our socket, but only ours: the name may already be a newer
- * holder's (ours was killed... no: we are alive; a rename over it by a
- * holder of the same device name cannot happen while we hold it). */
+/* Remove our socket, and only ours: should the name have been replaced
+ * (by hand: no other holder can hold this device while we do), the
+ * replacement is left alone. */
 static void holder_unlisten(struct holder *h)
 {
 	struct stat st;
@@ -519,7 +519,7 @@ int cmd_attach(int argc, char **argv)
 
 	parse_command_line(argc, argv, &o, &imgs, &n, NULL);
 	if (hold_dir(dir, sizeof(dir), 1) < 0)
-		return EXIT_LOOPFD_SETUP;
+		rc = EXIT_LOOPFD_SETUP;
 	for (i = 0; i < n && rc == 0; i++) {
 		if (open_image(&imgs[i]) < 0 || start_holder(&imgs[i], &o, dir) < 0)
 			rc = EXIT_LOOPFD_SETUP;
