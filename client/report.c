@@ -214,22 +214,55 @@ void report_busy_openers(const struct loopfd_device *dev)
 /* ---- a full filesystem under the image --------------------------------------- */
 
 /*
+ * The mount point and type of the filesystem with device number dev, from
+ * /proc/self/mountinfo ("36 35 98:0 /root /mnt rw - ext4 ..."): the first
+ * mount of it.  0, or -1 if it is not listed.
+ */
+static int find_mount(dev_t dev, char *where, size_t wcap, char *type,
+		      size_t tcap)
+{
+	char line[4096], mnt[4096], fstype[64];
+	unsigned maj, min;
+	const char *sep;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	int found = 0;
+
+	if (f == NULL)
+		return -1;
+	while (!found && fgets(line, sizeof(line), f) != NULL) {
+		if (sscanf(line, "%*u %*u %u:%u %*s %4095s", &maj, &min, mnt) != 3 ||
+		    makedev(maj, min) != dev || (sep = strstr(line, " - ")) == NULL ||
+		    sscanf(sep + 3, "%63s", fstype) != 1)
+			continue;
+		snprintf(where, wcap, "%.*s", (int)(wcap - 1), mnt);	/* octal escapes kept */
+		snprintf(type, tcap, "%s", fstype);
+		found = 1;
+	}
+	fclose(f);
+	return found ? 0 : -1;
+}
+
+/*
  * The loop driver turns the image's ENOSPC into EIO: data lost on a sparse
- * image usually means its filesystem is full.  Say so when it is.
+ * image usually means its filesystem is full.  Say so, naming the
+ * filesystem, when it is.
  */
 void report_full_filesystem(const char *image)
 {
+	char where[512] = "?", type[64] = "?";
 	struct statvfs sv;
+	struct stat st;
 	uint64_t avail, total;
 
-	if (statvfs(image, &sv) < 0)
+	if (statvfs(image, &sv) < 0 || stat(image, &st) < 0)
 		return;
 	avail = (uint64_t)sv.f_bavail * sv.f_frsize;
 	total = (uint64_t)sv.f_blocks * sv.f_frsize;
 	if (avail >= (UINT64_C(1) << 20) && avail >= total / 1000)
 		return;
-	fprintf(stderr, "loopfd: the filesystem holding %s is full (%" PRIu64
-		" of %" PRIu64 " bytes free): writes through the device could "
-		"not be stored in the image (the loop driver reports ENOSPC "
-		"as EIO)\n", image, avail, total);
+	find_mount(st.st_dev, where, sizeof(where), type, sizeof(type));
+	fprintf(stderr, "loopfd: the filesystem holding %s (%s on %s) is full (%"
+		PRIu64 " of %" PRIu64 " bytes free): writes through the device "
+		"could not be stored in the image (the loop driver reports "
+		"ENOSPC as EIO)\n", image, type, where, avail, total);
 }

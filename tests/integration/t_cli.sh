@@ -94,7 +94,7 @@ remember_mount "$T/full"
 truncate -s 32M "$T/full/img"; chown $NOBODY "$T/full/img"
 rc=0; run "$T/full/img" -- sh -c 'head -c $((16 << 20)) /dev/zero | tr "\0" x >&3' 2> "$T/err" || rc=$?
 [ $rc = 124 ] || fail "data lost: exit $rc, want 124: $(cat "$T/err")"
-grep -q "^loopfd: the filesystem holding $T/full/img is full (0 of 8388608 bytes free)" "$T/err" ||
+grep -q "^loopfd: the filesystem holding $T/full/img (tmpfs on $T/full) is full (0 of 8388608 bytes free)" "$T/err" ||
 	fail "data lost: no full-filesystem message: $(cat "$T/err")"
 assert_no_device_for "$T/full/img"
 note "exit: COMMAND's 0 1 2 7; 125 setup and usage; 123 busy (opener named); 124 data lost (filesystem named full)"
