@@ -457,6 +457,23 @@ static void image_path(const struct image *img, char *buf, size_t cap)
 		buf[n] = '\0';
 }
 
+/* The holder's report is larger than PIPE_BUF: it may come in pieces. */
+static ssize_t read_report(int fd, struct hold_rep *rep)
+{
+	size_t got = 0;
+	ssize_t n;
+
+	while (got < sizeof(*rep)) {
+		n = read(fd, (char *)rep + got, sizeof(*rep) - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	return (ssize_t)got;
+}
+
 /* Fork, setsid, fork: the holder is no child of ours and has no terminal.
  * Its first words come back over a pipe: the device, or what failed. */
 static int start_holder(struct image *img, const struct options *o,
@@ -472,8 +489,15 @@ static int start_holder(struct image *img, const struct options *o,
 	h.img = *img;
 	h.listen_fd = h.sig_fd = -1;
 	image_path(img, h.rep.image, sizeof(h.rep.image));
-	if (pipe2(p, O_CLOEXEC) < 0 || (pid = fork()) < 0) {
+	if (pipe2(p, O_CLOEXEC) < 0) {
 		fprintf(stderr, "loopfd: starting a holder: %s\n", strerror(errno));
+		return -1;
+	}
+	pid = fork();
+	if (pid < 0) {
+		fprintf(stderr, "loopfd: starting a holder: %s\n", strerror(errno));
+		close(p[0]);
+		close(p[1]);
 		return -1;
 	}
 	if (pid == 0) {
@@ -487,9 +511,7 @@ static int start_holder(struct image *img, const struct options *o,
 	close(p[1]);
 	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
 		;
-	do {
-		n = read(p[0], &rep, sizeof(rep));
-	} while (n < 0 && errno == EINTR);
+	n = read_report(p[0], &rep);
 	close(p[0]);
 	if (n != (ssize_t)sizeof(rep)) {
 		fprintf(stderr, "loopfd: %s: the holder exited before attaching\n",
