@@ -253,3 +253,21 @@ lfd detach "$dev" || fail "detach of the device attached inside bwrap"
 assert_no_device_for "$T/img"
 cmp -n $((4 << 20)) "$T/data" "$T/img" || fail "data written inside bwrap is not in the image"
 note "attach in bwrap via the daemon, exec in a fully unshared bwrap, detach outside; --grant hint on exec"
+
+# ---- 8. XDG_RUNTIME_DIR when private, /tmp/loopfd-UID otherwise; --lock held --
+mkdir -m 0700 "$T/xdg"; chown $NOBODY "$T/xdg"
+xdg() { as_nobody env -i PATH=/usr/bin:/bin XDG_RUNTIME_DIR="$T/xdg" "$LOOPFD" "$@"; }
+xdg attach --lock "$T/img" > "$T/dev" 2> "$T/err" || fail "attach with XDG_RUNTIME_DIR: $(cat "$T/err")"
+dev=$(cat "$T/dev")
+[ -S "$T/xdg/loopfd/$dev" ] || fail "no socket in \$XDG_RUNTIME_DIR/loopfd: $(ls -la "$T/xdg" "$T/xdg/loopfd" 2>&1)"
+[ "$(stat -c %a "$T/xdg/loopfd")" = 700 ] || fail "\$XDG_RUNTIME_DIR/loopfd mode $(stat -c %a "$T/xdg/loopfd")"
+if flock -n -x "/dev/$dev" true; then fail "attach --lock: /dev/$dev not locked while held"; fi
+xdg detach "$dev" || fail "detach with XDG_RUNTIME_DIR"
+assert_no_device_for "$T/img"
+chmod 0755 "$T/xdg"	# open to others: not used
+xdg attach "$T/img" > "$T/dev" 2> "$T/err" || fail "attach with an open XDG_RUNTIME_DIR: $(cat "$T/err")"
+dev=$(cat "$T/dev")
+[ -S "/tmp/loopfd-$NOBODY/$dev" ] || fail "an XDG_RUNTIME_DIR open to others was used"
+lfd detach "$dev" || fail "detach from /tmp/loopfd-$NOBODY"
+assert_no_device_for "$T/img"
+note "sockets in a private \$XDG_RUNTIME_DIR/loopfd, else /tmp/loopfd-UID; --lock held while attached"
