@@ -16,6 +16,7 @@
 #include "loopfd_proto.h"
 #include "paths.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -285,8 +286,8 @@ static int size_unit(const char *suffix, uint64_t *unit)
 		return 0;
 	if (suffix[0] == 'b' || suffix[0] == 'B')
 		return suffix[1] == '\0' ? 0 : -1;
-	l = strchr(letters, suffix[0] & ~0x20);
-	if (l == NULL || suffix[0] == '\0')
+	l = strchr(letters, toupper((unsigned char)suffix[0]));
+	if (l == NULL)
 		return -1;
 	if (strcmp(suffix + 1, "B") == 0)
 		base = 1000;
