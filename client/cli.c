@@ -900,7 +900,7 @@ int main(int argc, char **argv)
 	 * no exit status for COMMAND, none for a spawned helper. */
 	signal(SIGCHLD, SIG_DFL);
 	if (argc < 2)
-		usage_error("no command given (loopfd run ... -- COMMAND)");
+		usage_error("no command given (run, attach, exec, list, detach)");
 	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)
 		return print_help();
 	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0)
