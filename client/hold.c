@@ -391,8 +391,12 @@ static void holder_serve(struct holder *h)
 		if (!(pf[0].revents & POLLIN))
 			continue;
 		conn = accept4(h->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-		if (conn < 0)
+		if (conn < 0) {
+			/* out of fds or memory: retry later, not in a tight loop */
+			if (errno != EINTR && errno != ECONNABORTED)
+				poll(NULL, 0, 100);
 			continue;
+		}
 		/* Only our own uid, as the kernel says: no reply to others. */
 		if (peer_is_us(conn, &uid)) {
 			set_timeouts(conn, HOLD_IO_TIMEOUT);
