@@ -2,6 +2,7 @@
 #
 #   make                      build into $(O) (default: build/)
 #   make install              PREFIX, SYSCONFDIR, RUNSTATEDIR, DESTDIR respected
+#                             (PYTHON=python3: the Python client too, install-python)
 #   make check                unit + integration + hostile + fuzz smoke (as root)
 #   make demo                 the quick-start job, as uid 65534 on a scratch image
 #   make deps                 install missing Debian packages (apt-get)
@@ -52,7 +53,7 @@ LIB_A    := $(O)/libloopfd.a
 LIB_SO   := $(O)/libloopfd.so.1
 PC       := $(O)/loopfd.pc
 
-.PHONY: all install uninstall check unit integration hostile fuzz-smoke fuzz \
+.PHONY: all install install-python uninstall check unit integration hostile fuzz-smoke fuzz \
         demo deps bench analyze asan asan-cli clean
 
 all: $(HELPER) $(CLI) $(LIB_A) $(LIB_SO) $(PC) test-programs
@@ -161,7 +162,7 @@ unit: $(UNIT_TESTS)
 	@for t in $(UNIT_TESTS); do echo "== $$t"; $$t || exit 1; done
 
 # ---- install ---------------------------------------------------------------
-install: all
+install: all $(if $(PYTHON),install-python)
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(INCLUDEDIR) \
 	           $(DESTDIR)$(LIBDIR)/pkgconfig
 	install -m 0755 $(CLI) $(DESTDIR)$(BINDIR)/loopfd
@@ -175,6 +176,18 @@ install: all
 	install -m 0755 $(LIB_SO) $(DESTDIR)$(LIBDIR)/libloopfd.so.1
 	ln -sf libloopfd.so.1 $(DESTDIR)$(LIBDIR)/libloopfd.so
 	install -m 0644 $(PC) $(DESTDIR)$(LIBDIR)/pkgconfig/loopfd.pc
+
+# The Python client (python/), into $(PYTHON)'s directory for PREFIX
+# (python/install_dir.py; PYTHONDIR= overrides), its helper path and version
+# written into _paths.py as paths.h has them for the C client.
+install-python:
+	@dir='$(PYTHONDIR)'; [ -n "$$dir" ] || \
+	    dir=$$($(or $(PYTHON),python3) python/install_dir.py '$(PREFIX)') || exit 1; \
+	install -d "$(DESTDIR)$$dir/loopfd" && \
+	install -m 0644 python/loopfd/*.py python/loopfd/py.typed "$(DESTDIR)$$dir/loopfd/" && \
+	printf '"""Paths compiled in by make install-python."""\n\nVERSION = "%s"\nHELPER_PATH = "%s"\n' \
+	    '$(VERSION)' '$(LIBEXECDIR)/loopfd-helper' > "$(DESTDIR)$$dir/loopfd/_paths.py" && \
+	echo "python: loopfd installed in $(DESTDIR)$$dir"
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/loopfd $(DESTDIR)$(LIBEXECDIR)/loopfd-helper \

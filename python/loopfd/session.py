@@ -321,11 +321,14 @@ class Session:
                        dev.image if dev else "", rep.waited_ms)
 
     def list(self) -> list[Device]:
-        """The devices this session holds, in id order, with fd -1 (loopfd_list)."""
+        """The devices this session holds, sorted by id, with fd -1 (loopfd_list).
+
+        (The helper lists them in no particular order.)
+        """
         reply, _ = self.transact(P.OP_LIST, b"")
         assert isinstance(reply.body, list)
         out = []
-        for rec in reply.body:
+        for rec in sorted(reply.body, key=lambda r: r.id):
             known = self.held.get(rec.id)
             out.append(Device.from_record(rec, -1, known.image if known else "", self))
         return out
