@@ -1,0 +1,298 @@
+"""The Python client against a real helper (setuid, --listen or systemd), as uid 65534."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import unittest
+
+import loopfd
+from loopfd import protocol as P
+
+from common import MiB, MODES, connect, detached, make_image, mode, sfdisk, test_dir
+
+
+class SessionTest(unittest.TestCase):
+    def setUp(self) -> None:
+        self.mode = mode()
+        self.dir = test_dir()
+
+    def test_hello_reports_mode_and_caller(self) -> None:
+        with connect() as s:
+            self.assertEqual(s.info.mode, MODES[self.mode])
+            self.assertEqual(s.info.uid, os.getuid())
+            self.assertEqual(s.info.version, 1)
+            self.assertEqual(s.info.max_timeout_ms, 600000)
+
+    def test_buffered_writes_are_in_the_image_after_release(self) -> None:
+        img = make_image(self.dir, "img", 8 * MiB)
+        data = os.urandom(3 * MiB + 4096)
+        with connect() as s:
+            with open(img, "r+b") as f:
+                dev = s.attach(f)
+            with dev:
+                self.assertEqual(dev.size, 8 * MiB)
+                self.assertEqual(dev.path, f"/dev/loop{dev.index}")
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(dev.fd, view):]
+                # no fsync: the release must flush
+                receipt = dev.release(timeout=10)
+            self.assertIsInstance(receipt, loopfd.Receipt)
+            self.assertEqual((receipt.id, receipt.path, receipt.image),
+                             (dev.id, dev.path, img))
+            with open(img, "rb") as f:
+                self.assertEqual(f.read(len(data)), data)
+            self.assertTrue(detached(dev, 1))
+            self.assertEqual(s.list(), [])
+
+    def test_leaving_the_block_releases(self) -> None:
+        img = make_image(self.dir, "img", 4 * MiB)
+        with connect() as s:
+            with s.attach(img) as dev:
+                os.write(dev.fd, b"block" * 1000)
+            self.assertEqual(dev.fd, -1)
+            self.assertNotIn(dev.id, s.held)
+        with open(img, "rb") as f:
+            self.assertEqual(f.read(5000), b"block" * 1000)
+
+    def test_session_exit_releases_what_is_held(self) -> None:
+        img = make_image(self.dir, "img", 4 * MiB)
+        with connect() as s:
+            dev = s.attach(img)
+            os.write(dev.fd, b"held" * 1000)
+        self.assertTrue(detached(dev, 1))
+        with open(img, "rb") as f:
+            self.assertEqual(f.read(4000), b"held" * 1000)
+
+    def test_read_only(self) -> None:
+        img = make_image(self.dir, "img", 4 * MiB, b"original")
+        with connect() as s:
+            with s.attach(img, read_only=True) as dev:
+                self.assertTrue(dev.read_only)
+                with self.assertRaises(OSError):
+                    os.write(dev.fd, b"x" * 512)
+                self.assertEqual(os.pread(dev.fd, 8, 0), b"original")
+            # a file opened read-only gives a read-only device without the flag
+            with open(img, "rb") as f, s.attach(f) as dev:
+                self.assertTrue(dev.flags & loopfd.READ_ONLY)
+                self.assertEqual(os.fstat(dev.fd).st_rdev, os.makedev(dev.major, dev.minor))
+        with open(img, "rb") as f:
+            self.assertEqual(f.read(8), b"original")
+
+    def test_offset_and_sizelimit_window(self) -> None:
+        pattern = bytes(range(256)) * (16 * MiB // 256)
+        img = make_image(self.dir, "img", 16 * MiB, pattern)
+        with connect() as s:
+            with s.attach(img, offset=1 * MiB, sizelimit=2 * MiB) as dev:
+                self.assertEqual((dev.offset, dev.sizelimit, dev.size),
+                                 (1 * MiB, 2 * MiB, 2 * MiB))
+                self.assertEqual(os.pread(dev.fd, 4096, 0), pattern[MiB:MiB + 4096])
+                os.pwrite(dev.fd, b"W" * 4096, 2 * MiB - 4096)
+                with self.assertRaises(OSError):  # nothing past the window
+                    if os.pwrite(dev.fd, b"X" * 512, 2 * MiB) == 0:
+                        raise OSError(errno.ENOSPC, "end of device")
+        with open(img, "rb") as f:
+            got = f.read()
+        self.assertEqual(got[3 * MiB - 4096:3 * MiB], b"W" * 4096)
+        self.assertEqual(got[3 * MiB:3 * MiB + 512], pattern[3 * MiB:3 * MiB + 512])
+        self.assertEqual(got[:3 * MiB - 4096], pattern[:3 * MiB - 4096])
+
+    def test_sector_size_and_flags(self) -> None:
+        img = make_image(self.dir, "img", 4 * MiB)
+        with connect() as s:
+            with s.attach(img, sector_size=4096, direct_io=True, grant=True) as dev:
+                self.assertEqual(dev.sector_size, 4096)
+                self.assertTrue(dev.flags & loopfd.GRANT)
+                self.assertTrue(dev.flags & loopfd.AUTOCLEAR)
+                self.assertEqual(os.stat(dev.path).st_uid, os.getuid())
+            self.assertNotEqual(os.stat(dev.path).st_uid, os.getuid())
+
+    def test_list_and_ids(self) -> None:
+        img = make_image(self.dir, "img", 4 * MiB)
+        with connect() as s:
+            a = s.attach(img)
+            b = s.attach(img, read_only=True)
+            self.assertEqual([d.id for d in s.list()], [a.id, b.id])
+            self.assertEqual(s.list()[0].fd, -1)
+            self.assertEqual(s.list()[1].image, img)
+            a.release()
+            self.assertEqual([d.id for d in s.list()], [b.id])
+            c = s.attach(img)
+            self.assertGreater(c.id, b.id)  # ids are never reused
+            self.assertEqual([d.id for d in s.list()], [b.id, c.id])
+
+    def test_release_by_id_and_unknown_id(self) -> None:
+        img = make_image(self.dir, "img", 4 * MiB)
+        with connect() as s:
+            dev = s.attach(img)
+            receipt = s.release(dev.id)
+            self.assertEqual(receipt.path, dev.path)
+            with self.assertRaises(loopfd.UnknownDeviceError) as cm:
+                s.release(dev.id)
+            self.assertEqual(cm.exception.reason, loopfd.Reason.UNKNOWN_DEVICE)
+            self.assertEqual(cm.exception.errno, errno.ENOENT)
+            self.assertIn(f"device id {dev.id}", str(cm.exception))
+
+    def test_busy_release_then_detach_with_data_intact(self) -> None:
+        img = make_image(self.dir, "img", 8 * MiB)
+        data = os.urandom(2 * MiB)
+        with connect() as s:
+            dev = s.attach(img)
+            os.write(dev.fd, data)
+            holder = subprocess.Popen(["sleep", "60"], pass_fds=[dev.fd])
+            try:
+                with self.assertRaises(loopfd.BusyError) as cm:
+                    dev.release(timeout=0.3)
+                e = cm.exception
+                self.assertEqual(e.reason, loopfd.Reason.BUSY)
+                self.assertEqual(e.errno, errno.EBUSY)
+                self.assertIn(dev.path, str(e))
+                self.assertIn(img, str(e))
+                self.assertIn("release of", str(e))
+                self.assertFalse(detached(dev, 0.2))
+            finally:
+                holder.kill()
+                holder.wait()
+            self.assertTrue(detached(dev), "busy device did not detach after the holder")
+        with open(img, "rb") as f:
+            self.assertEqual(f.read(len(data)), data)
+
+    def test_sigkilled_client_gets_its_devices_flushed_and_detached(self) -> None:
+        img = make_image(self.dir, "img", 8 * MiB)
+        data = os.urandom(MiB)
+        src = make_image(self.dir, "data", len(data), data)
+        child = textwrap.dedent(f"""
+            import os, sys, loopfd
+            s = loopfd.connect()
+            dev = s.attach({img!r})
+            with open({src!r}, "rb") as f:
+                os.write(dev.fd, f.read())
+            print(dev.name, dev.diskseq, flush=True)
+            sys.stdin.read()
+        """)
+        with subprocess.Popen([sys.executable, "-c", child], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True) as proc:
+            try:
+                assert proc.stdout is not None
+                name, seq = proc.stdout.readline().split()
+            finally:
+                proc.send_signal(signal.SIGKILL)
+        dev = loopfd.Device(-1, 0, int(name[4:]), name, "/dev/" + name, 0, 0, int(seq),
+                            0, 0, 0, 0, 0, 0, 0)
+        self.assertTrue(detached(dev), f"{name} still attached after the client died")
+        with open(img, "rb") as f:
+            self.assertEqual(f.read(len(data)), data)
+
+    def test_partition_of_gpt_reached_by_type_and_label(self) -> None:
+        for ss in (512, 4096):
+            with self.subTest(sector_size=ss):
+                self._gpt_partition(ss)
+
+    def _gpt_partition(self, ss: int) -> None:
+        img = make_image(self.dir, f"gpt{ss}", 64 * MiB)
+        sfdisk(img, ss, "label: gpt\n"
+               "size=8MiB, type=uefi, name=EFI\n"
+               "size=16MiB, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, name=rootfs\n")
+        table = loopfd.read_table(img)
+        self.assertEqual(table.sector_size, ss)
+        esp, root = loopfd.select(table, "esp"), loopfd.select(table, "rootfs")
+        self.assertEqual(loopfd.select(table, "root"), root)
+        with connect() as s:
+            for part, mark in ((esp, b"E"), (root, b"R")):
+                with s.attach(img, offset=part.offset, sizelimit=part.length,
+                              sector_size=table.sector_size) as dev:
+                    self.assertEqual((dev.size, dev.sector_size), (part.length, ss))
+                    os.pwrite(dev.fd, mark * ss, 0)
+                    os.pwrite(dev.fd, mark * ss, part.length - ss)
+        with open(img, "rb") as f:
+            for part, mark in ((esp, b"E"), (root, b"R")):
+                self.assertEqual(os.pread(f.fileno(), ss, part.offset), mark * ss)
+                self.assertEqual(os.pread(f.fileno(), ss, part.offset + part.length - ss),
+                                 mark * ss)
+                self.assertNotEqual(os.pread(f.fileno(), 1, part.offset - 1), mark)
+        self.assertEqual(loopfd.read_table(img).partitions, table.partitions)
+
+
+class ApiErrorTest(unittest.TestCase):
+    """Refusals a client provokes through the API map to their exceptions."""
+
+    def setUp(self) -> None:
+        mode()
+        self.dir = test_dir()
+        self.session = connect()
+        self.addCleanup(self.session.__exit__, None, None, None)
+
+    def refused(self, exc: type[loopfd.HelperError], image: object, **kw: object) -> str:
+        with self.assertRaises(exc) as cm:
+            self.session.attach(image, **kw)  # type: ignore[arg-type]
+        e = cm.exception
+        self.assertIsInstance(e, loopfd.Error)
+        self.assertEqual(e.reason, exc.reason)
+        self.assertEqual(e.errno, exc.default_errno)
+        self.assertTrue(e.text)
+        return str(e)
+
+    def test_backing_kind(self) -> None:
+        fd = os.open(self.dir, os.O_RDONLY)
+        self.addCleanup(os.close, fd)
+        self.refused(loopfd.BackingKindError, fd)
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        self.addCleanup(os.close, w)
+        self.refused(loopfd.BackingKindError, r)
+
+    def test_backing_access(self) -> None:
+        img = make_image(self.dir, "img", MiB)
+        for flags in (os.O_WRONLY, os.O_RDWR | os.O_APPEND, os.O_PATH):
+            fd = os.open(img, flags)
+            self.addCleanup(os.close, fd)
+            self.refused(loopfd.BackingAccessError, fd)
+
+    def test_backing_fs(self) -> None:
+        with open("/proc/self/status", "rb") as f:
+            self.refused(loopfd.BackingFsError, f)
+
+    def test_backing_loop(self) -> None:
+        img = make_image(self.dir, "img", MiB)
+        with self.session.attach(img) as dev:
+            msg = self.refused(loopfd.BackingLoopError, dev.fd)
+            self.assertIn(f"fd {dev.fd}: attach: helper refused:", msg)
+
+    def test_bad_options(self) -> None:
+        img = make_image(self.dir, "img", MiB)
+        self.refused(loopfd.BadOptionError, img, sector_size=1000)
+        self.refused(loopfd.BadOptionError, img, offset=100)
+        self.refused(loopfd.BadOptionError, img, offset=MiB)
+        self.refused(loopfd.BadOptionError, img, offset=512, sizelimit=MiB)
+        empty = make_image(self.dir, "empty", 0)
+        msg = self.refused(loopfd.BadOptionError, empty)
+        self.assertIn(empty, msg)
+        dev = self.session.attach(img)
+        with self.assertRaises(loopfd.BadOptionError):
+            self.session.release(dev, timeout=601)
+        self.assertIn(dev.id, self.session.held)  # nothing was done: still held
+
+    def test_odd_sized_file_loses_its_tail(self) -> None:
+        img = make_image(self.dir, "img", MiB + 100)
+        with self.session.attach(img) as dev:
+            self.assertEqual(dev.size, MiB)
+
+    def test_limit(self) -> None:
+        img = make_image(self.dir, "img", MiB)
+        devs = []
+        with self.assertRaises(loopfd.LimitError) as cm:
+            for _ in range(self.session.info.max_devices + 1):
+                devs.append(self.session.attach(img, read_only=True))
+        self.assertEqual(len(devs), self.session.info.max_devices)
+        self.assertIsInstance(cm.exception, loopfd.QuotaUserError)
+        self.assertEqual(cm.exception.errno, errno.EDQUOT)
+        self.session.release_all()
+
+
+if __name__ == "__main__":
+    unittest.main()
