@@ -7,6 +7,7 @@ import os
 import random
 import struct
 import subprocess
+import sys
 import time
 import unittest
 import zlib
@@ -246,7 +247,7 @@ class CommandLine(unittest.TestCase):
         img = make_image(self.dir, "gpt", 64 * MiB)
         sfdisk(img, 512, GPT_SCRIPT)
         ours = json.loads(subprocess.run(
-            ["python3", "-m", "loopfd", "partitions", "--json", img],
+            [sys.executable, "-m", "loopfd", "partitions", "--json", img],
             check=True, capture_output=True, text=True).stdout)["partitiontable"]
         theirs = sfdisk_json(img, 512)
         for key in ("label", "id", "device", "unit", "firstlba", "lastlba"):
@@ -257,7 +258,7 @@ class CommandLine(unittest.TestCase):
             self.assertEqual(a.get("name"), b.get("name"))
             self.assertEqual(a["offset"], a["start"] * 512)
             self.assertEqual(a["sizelimit"], a["size"] * 512)
-        bad = subprocess.run(["python3", "-m", "loopfd", "partitions", "/nonexistent"],
+        bad = subprocess.run([sys.executable, "-m", "loopfd", "partitions", "/nonexistent"],
                              capture_output=True, text=True)
         self.assertEqual(bad.returncode, 1)
         self.assertIn("/nonexistent", bad.stderr)
@@ -268,7 +269,7 @@ class CommandLine(unittest.TestCase):
         script = ('printf E >&4; printf R >&5; '
                   'echo "$LOOPFD_PART_ESP $LOOPFD_PART_ROOT $LOOPFD_PART_2 $LOOPFD_DEVICES"; '
                   'printf "%s\\n" "$LOOPFD_PARTITIONS"')
-        out = subprocess.run(["python3", "-m", "loopfd", "run", "--partition", "esp",
+        out = subprocess.run([sys.executable, "-m", "loopfd", "run", "--partition", "esp",
                               "--partition", "root", img, "--", "sh", "-c", script],
                              check=True, capture_output=True, text=True).stdout.splitlines()
         self.assertEqual(out[0], "/dev/fd/4 /dev/fd/5 /dev/fd/5 /dev/fd/3 /dev/fd/4 /dev/fd/5")
@@ -280,7 +281,7 @@ class CommandLine(unittest.TestCase):
         with open(img, "rb") as f:
             self.assertEqual(os.pread(f.fileno(), 1, esp.offset), b"E")
             self.assertEqual(os.pread(f.fileno(), 1, select(table, "root").offset), b"R")
-        bad = subprocess.run(["python3", "-m", "loopfd", "run", "--partition", "home", img,
+        bad = subprocess.run([sys.executable, "-m", "loopfd", "run", "--partition", "home", img,
                               "--", "true"], capture_output=True, text=True)
         self.assertEqual(bad.returncode, 1)
         self.assertIn("no partition matches 'home'", bad.stderr)
@@ -289,7 +290,7 @@ class CommandLine(unittest.TestCase):
         for args in (["run", "img"], ["run", "--", "true"], ["run", "img", "--"],
                      ["run", "--offset", "12x", "img", "--", "true"],
                      ["run", "--partitions", "a", "b", "--", "true"], ["frob"]):
-            r = subprocess.run(["python3", "-m", "loopfd", *args], capture_output=True,
+            r = subprocess.run([sys.executable, "-m", "loopfd", *args], capture_output=True,
                                text=True)
             self.assertEqual(r.returncode, 2, args)
             self.assertIn("loopfd: ", r.stderr)
