@@ -164,6 +164,9 @@ class Session:
         self._broken = False
         self._lingers = False  # a device released busy or changed
         self.held: dict[int, Device] = {}  # attached, not yet released
+        #: seconds a device's release waits for other openers when the
+        #: session's with-block ends (Session.__exit__)
+        self.release_timeout = DEFAULT_TIMEOUT
         self.info = Info(0, 0, 0, 0, 0, 0, 0)
 
     # ---- one request, one reply ------------------------------------------
@@ -393,7 +396,7 @@ class Session:
         """Release what is still held (raising a failure), then close."""
         try:
             if not self._broken and self._sock is not None:
-                self.release_all()
+                self.release_all(self.release_timeout)
         finally:
             self.close()
 

@@ -11,7 +11,6 @@ import textwrap
 import unittest
 
 import loopfd
-from loopfd import protocol as P
 
 from common import MiB, MODES, connect, detached, make_image, mode, sfdisk, test_dir
 
@@ -69,6 +68,19 @@ class SessionTest(unittest.TestCase):
         with open(img, "rb") as f:
             self.assertEqual(f.read(4000), b"held" * 1000)
 
+    def test_session_exit_raises_a_failed_release(self) -> None:
+        img = make_image(self.dir, "img", 4 * MiB)
+        with self.assertRaises(loopfd.BusyError) as cm:
+            with connect() as s:
+                s.release_timeout = 0.2
+                dev = s.attach(img)
+                holder = subprocess.Popen(["sleep", "60"], pass_fds=[dev.fd])
+                self.addCleanup(holder.wait)
+                self.addCleanup(holder.kill)
+        self.assertIn(dev.path, str(cm.exception))
+        holder.kill()
+        self.assertTrue(detached(dev))
+
     def test_read_only(self) -> None:
         img = make_image(self.dir, "img", 4 * MiB, b"original")
         with connect() as s:
@@ -77,6 +89,19 @@ class SessionTest(unittest.TestCase):
                 with self.assertRaises(OSError):
                     os.write(dev.fd, b"x" * 512)
                 self.assertEqual(os.pread(dev.fd, 8, 0), b"original")
+            # read_only=True on a file opened read-write: still read-only
+            with open(img, "r+b") as f, s.attach(f, read_only=True) as dev:
+                self.assertTrue(dev.read_only)
+                with self.assertRaises(OSError):
+                    os.write(dev.fd, b"x" * 512)
+            # a path is opened read-only for read_only=True: a file we may
+            # only read can be attached
+            os.chmod(img, 0o444)
+            with s.attach(img, read_only=True) as dev:
+                self.assertEqual(os.pread(dev.fd, 8, 0), b"original")
+            with self.assertRaises(loopfd.Error) as cm:
+                s.attach(img)
+            self.assertIn("read_only=True attaches it read-only", str(cm.exception))
             # a file opened read-only gives a read-only device without the flag
             with open(img, "rb") as f, s.attach(f) as dev:
                 self.assertTrue(dev.flags & loopfd.READ_ONLY)

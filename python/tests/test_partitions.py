@@ -12,11 +12,10 @@ import time
 import unittest
 import zlib
 
-import loopfd
-from loopfd import cli
+from loopfd import cli, partitions
 from loopfd.partitions import PartitionError, Table, read_table, select
 
-from common import MiB, connect, make_image, sfdisk, test_dir
+from common import MiB, make_image, sfdisk, test_dir
 
 ROOT_X86_64 = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"
 GPT_SCRIPT = ("label: gpt\n"
@@ -198,6 +197,31 @@ class AgainstSfdisk(unittest.TestCase):
             self.assertLess(time.monotonic() - start, 60)
             self.assertGreater(outcomes["refused"], 0, name)
             self.assertGreater(outcomes["ok"], 0, name)
+
+    def test_mbr_refusals(self) -> None:
+        sector = bytearray(512)
+        sector[510:512] = b"\x55\xaa"
+        struct.pack_into("<B3xB3xII", sector, 446, 0x41, 0x83, 2048, 4096)
+        img = make_image(self.dir, "bootcode", 4 * MiB, bytes(sector))
+        with self.assertRaisesRegex(PartitionError, "slot 1 has boot flag 0x41"):
+            read_table(img)
+        struct.pack_into("<B", sector, 446, 0x80)
+        img = make_image(self.dir, "good", 4 * MiB, bytes(sector))
+        self.assertEqual(read_table(img).partitions[0].start, 2048)
+        struct.pack_into("<B3xB3xII", sector, 446, 0x80, 0x06, 0, 2048)  # mkfs.vfat --mbr
+        img = make_image(self.dir, "fakembr", MiB, bytes(sector))
+        with self.assertRaisesRegex(PartitionError, "partition 1: starts at sector 0"):
+            read_table(img)
+
+    def test_reads_stay_inside_the_file(self) -> None:
+        img = make_image(self.dir, "small", 4096)
+        fd = os.open(img, os.O_RDONLY)
+        self.addCleanup(os.close, fd)
+        reader = partitions._Reader(fd, img)
+        self.assertEqual(len(reader.read(4000, 96)), 96)
+        for offset, length in ((4000, 97), (-1, 10), (8192, 1)):
+            with self.assertRaisesRegex(PartitionError, "but the file has 4096"):
+                reader.read(offset, length)
 
     def test_not_a_table(self) -> None:
         for name, size, data in (("empty", 0, b""), ("zeros", MiB, b""),

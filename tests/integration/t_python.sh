@@ -44,7 +44,7 @@ suite() {	# suite MODE SOCKET TESTS...
 	note "$mode: $(tail -1 "$T/unit.log") ($*)"
 }
 
-suite setuid "" test_client test_protocol_errors test_partitions
+suite setuid "" test_client test_protocol_errors test_partitions test_fake_helper
 
 sock=$T/loopfd.sock
 "$HELPER" --listen "$sock" 2> "$T/daemon.log" &
