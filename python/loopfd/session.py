@@ -356,7 +356,9 @@ class Session:
         """Close the connection (loopfd_close).
 
         The helper releases whatever the session still holds, on its own,
-        and logs the outcome.  A spawned helper is waited for only when it
+        and logs the outcome (our fds of those devices are closed first, or
+        it would find them busy).  The with-block form releases them here
+        instead, so that a failure raises.  A spawned helper is waited for only when it
         has nothing left to do: with a device still held (perhaps its fd
         still open here) or released busy, waiting could hang for ever.
         """
@@ -375,18 +377,20 @@ class Session:
             except ChildProcessError:
                 pass
 
-    def _explain_death(self, e: Error) -> None:
-        """Close after a failed HELLO; for a spawned helper that hung up, say how it ended."""
+    def _explain_death(self, e: Error) -> Error:
+        """Close after a failed HELLO; for a spawned helper that hung up, an
+        exception that says how it ended (its own message is on stderr)."""
         pid, path = self._helper_pid, self._helper_path
         self._helper_pid = None
         if self._sock is not None:
             self._sock.close()
             self._sock = None
         if pid is None:
-            return
+            return e
         _, status = os.waitpid(pid, 0)  # it holds no device yet: it exits now
         if e.reason == 0 and e.errno in (errno.ECONNRESET, errno.EPIPE):
-            e.message = _spawn.describe_exit(path, status)
+            return ConnectError(_spawn.describe_exit(path, status), errno=e.errno)
+        return e
 
     def __enter__(self) -> "Session":
         return self
@@ -439,8 +443,10 @@ def connect(socket: str | None = None) -> Session:
     try:
         session.hello()
     except Error as e:
-        session._explain_death(e)
-        raise
+        explained = session._explain_death(e)
+        if explained is e:
+            raise
+        raise explained from e
     except BaseException:
         session.close()
         raise

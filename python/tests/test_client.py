@@ -243,6 +243,99 @@ class SessionTest(unittest.TestCase):
         self.assertEqual(loopfd.read_table(img).partitions, table.partitions)
 
 
+class SetuidTest(unittest.TestCase):
+    def setUp(self) -> None:
+        if mode() != "setuid":
+            self.skipTest("setuid mode only")
+
+    def test_helper_that_dies_before_hello_is_explained(self) -> None:
+        child = textwrap.dedent("""
+            import resource, loopfd
+            resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+            try:
+                loopfd.connect()
+            except loopfd.ConnectError as e:
+                print(e)
+        """)
+        out = subprocess.run([sys.executable, "-c", child], capture_output=True,
+                             text=True, check=True)
+        self.assertRegex(out.stdout, r"connect: helper /\S+ exited with status 1 before "
+                                     "answering hello")
+        self.assertIn("RLIMIT_NOFILE", out.stderr)  # the helper's own log line
+
+    def test_helper_is_reaped_when_nothing_is_held(self) -> None:
+        s = connect()
+        pid = s._helper_pid
+        assert pid is not None
+        s.close()
+        with self.assertRaises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+class CliRunTest(unittest.TestCase):
+    """python3 -m loopfd run: exit statuses and releases, as the C CLI."""
+
+    def setUp(self) -> None:
+        mode()
+        self.dir = test_dir()
+
+    def run_cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "loopfd", "run", *args],
+                              capture_output=True, text=True, timeout=60)
+
+    def test_data_and_status(self) -> None:
+        a = make_image(self.dir, "a", 4 * MiB)
+        b = make_image(self.dir, "b", 4 * MiB)
+        r = self.run_cli("-v", "--lock", a, b, "--", "sh", "-c",
+                         'printf A >&3; printf B >&4; echo "$LOOPFD_DEVICES"; exit 7')
+        self.assertEqual(r.returncode, 7, r.stderr)
+        self.assertEqual(r.stdout.strip(), "/dev/fd/3 /dev/fd/4")
+        self.assertIn(f"loopfd: released /dev/loop", r.stderr)
+        for path, mark in ((a, b"A"), (b, b"B")):
+            with open(path, "rb") as f:
+                self.assertEqual(f.read(1), mark)
+        self.assertEqual(self.run_cli(a, "--", "no-such-command-here").returncode, 127)
+        r = self.run_cli("-r", "-o", "1MiB", "--sizelimit", "1MiB", a, "--", "sh", "-c",
+                         "blockdev --getsize64 /dev/fd/3 2>/dev/null; "
+                         "printf x >&3 2>/dev/null && exit 9; exit 0")
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_failed_release_fails_the_run(self) -> None:
+        img = make_image(self.dir, "img", 4 * MiB)
+        r = self.run_cli("--release-timeout", "0.2", img, "--", "sh", "-c",
+                         "sleep 3 <&3 & exit 0")
+        self.assertEqual(r.returncode, 1)
+        self.assertRegex(r.stderr, rf"loopfd: release of /dev/loop\d+ \(image {img}\) "
+                                   "failed: .*")
+
+    def test_signal_reaches_the_command(self) -> None:
+        img = make_image(self.dir, "img", 4 * MiB)
+        p = subprocess.Popen([sys.executable, "-m", "loopfd", "run", img, "--", "sh", "-c",
+                              'trap "printf T >&3; exit 5" TERM; echo up; '
+                              'while :; do sleep 0.05; done'],
+                             stdout=subprocess.PIPE, text=True, start_new_session=True)
+        self.addCleanup(p.wait)
+        self.addCleanup(kill_group, p.pid)  # only if the test failed
+        assert p.stdout is not None
+        with p.stdout:
+            self.assertEqual(p.stdout.readline().strip(), "up")
+        p.send_signal(signal.SIGTERM)
+        try:
+            self.assertEqual(p.wait(timeout=20), 5)
+        except subprocess.TimeoutExpired:
+            self.fail("SIGTERM did not reach the command")
+        with open(img, "rb") as f:
+            self.assertEqual(f.read(1), b"T")
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL a process group this test started, if anything is left of it."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 class ApiErrorTest(unittest.TestCase):
     """Refusals a client provokes through the API map to their exceptions."""
 

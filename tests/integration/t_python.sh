@@ -46,18 +46,20 @@ suite() {	# suite MODE SOCKET TESTS...
 
 suite setuid "" test_client test_protocol_errors test_partitions test_fake_helper
 
+# (SetuidTest is about the spawned helper only)
+socket_tests="test_client.SessionTest test_client.CliRunTest test_client.ApiErrorTest test_protocol_errors"
 sock=$T/loopfd.sock
 "$HELPER" --listen "$sock" 2> "$T/daemon.log" &
 remember_pid $!
 wait_until 5 test -S "$sock" || fail "daemon did not create $sock"
-suite listen "$sock" test_client test_protocol_errors
+suite listen "$sock" $socket_tests
 
 asock=$T/act.sock
 systemd-socket-activate --seqpacket -l "$asock" "$HELPER" --systemd 2> "$T/act.log" &
 remember_pid $!
 wait_until 5 test -S "$asock" || fail "systemd-socket-activate did not listen"
 chmod 0666 "$asock"
-suite systemd "$asock" test_client test_protocol_errors
+suite systemd "$asock" $socket_tests
 
 # Policy refusals, each through the daemon started above: a new connection
 # reads the policy afresh.
