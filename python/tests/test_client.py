@@ -201,12 +201,18 @@ class SessionTest(unittest.TestCase):
             sys.stdin.read()
         """)
         with subprocess.Popen([sys.executable, "-c", child], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True) as proc:
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) as proc:
             try:
                 assert proc.stdout is not None
                 name, seq = proc.stdout.readline().split()
             finally:
                 proc.send_signal(signal.SIGKILL)
+            # a spawned helper shares the client's stderr: its log ends when it does
+            _, log = proc.communicate(timeout=30)
+        if self.mode == "setuid":
+            self.assertIn(f"uid {os.getuid()} left /dev/{name} attached: flushed and "
+                          "detached", log)
         dev = loopfd.Device(-1, 0, int(name[4:]), name, "/dev/" + name, 0, 0, int(seq),
                             0, 0, 0, 0, 0, 0, 0)
         self.assertTrue(detached(dev), f"{name} still attached after the client died")
