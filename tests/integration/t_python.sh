@@ -35,11 +35,11 @@ work=$T/work; mkdir "$work"; chmod 01777 "$work"
 
 suite() {	# suite MODE SOCKET TESTS...
 	local mode=$1 sock=$2; shift 2
-	(cd "$T/tests" && as_nobody env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+	if ! (cd "$T/tests" && as_nobody env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
 		PYTHONPATH="$site" LOOPFD_TEST_DIR="$work" LOOPFD_TEST_MODE="$mode" \
-		${sock:+LOOPFD_SOCKET=$sock} $PY -m unittest "$@") > "$T/unit.log" 2>&1
-	local rc=$?
-	if [ $rc != 0 ]; then cat "$T/unit.log"; fail "python tests, $mode mode: $*"; fi
+		${sock:+LOOPFD_SOCKET=$sock} $PY -m unittest "$@") > "$T/unit.log" 2>&1; then
+		cat "$T/unit.log"; fail "python tests, $mode mode: $*"
+	fi
 	! grep -q "skipped" "$T/unit.log" || fail "python tests skipped, $mode mode: $*"
 	note "$mode: $(tail -1 "$T/unit.log") ($*)"
 }
