@@ -51,7 +51,7 @@ read -r cli name < "$T/held"
 node=/dev/$name
 [ "$(stat -c '%u %a' "$node")" = "$NOBODY 606" ] || fail "grant not in place: $(stat -c '%u %a' "$node")"
 # Should the guard fail, give the node back ourselves (keeping the status).
-trap 'rc=$?; chown root:root "$node" 2>/dev/null; chmod 0600 "$node" 2>/dev/null; (exit $rc); _cleanup' EXIT
+trap 'rc=$?; chown root:root "$node" 2>/dev/null || true; chmod 0600 "$node" 2>/dev/null || true; (exit $rc) || _cleanup; _cleanup' EXIT
 pkill -KILL -P "$cli" -x loopfd-helper || fail "no helper to kill"
 wait_until 5 sh -c "[ \"\$(stat -c %u '$node')\" = 0 ]" \
 	|| fail "$node still uid $(stat -c %u "$node") after its helper was killed"
@@ -71,7 +71,7 @@ wait_until 10 sh -c "[ -z \"\$(losetup -j '$T/img')\" ]" || fail "device of the 
 as_nobody "$LOOPFD" run "$T/img2" -- sh -c 'echo $LOOPFD_NAME > "$1/free"' sh "$T" \
 	|| fail "attach to find a free node failed"
 pinned=/dev/$(cat "$T/free")
-trap 'rc=$?; chown root:root "$node" "$pinned" 2>/dev/null; chmod 0600 "$node" "$pinned" 2>/dev/null; (exit $rc); _cleanup' EXIT
+trap 'rc=$?; chown root:root "$node" "$pinned" 2>/dev/null || true; chmod 0600 "$node" "$pinned" 2>/dev/null || true; (exit $rc) || _cleanup; _cleanup' EXIT
 chown $NOBODY "$pinned"
 as_nobody sh -c 'exec 7< "$1"; echo ready > "$2/pinned"; exec sleep 60' sh "$pinned" "$T" &
 remember_pid $!
