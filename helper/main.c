@@ -52,6 +52,7 @@ static const char usage_text[] =
 "usage: loopfd-helper --fd N          (spawned by libloopfd; setuid root)\n"
 "       loopfd-helper --listen PATH   (root daemon on a Unix socket)\n"
 "       loopfd-helper --systemd       (systemd socket activation)\n"
+"       loopfd-helper --check-config  (as root: check the policy file)\n"
 "       loopfd-helper --help | --version\n"
 "\n"
 "The privileged half of loopfd: attaches loop devices to backing-file fds\n"
@@ -77,6 +78,22 @@ static int parse_fd(const char *s)
 	return (int)v;
 }
 
+/* --check-config: what every session would make of the policy file, with
+ * the full text of any problem (root only: it may quote the file). */
+static int check_config(void)
+{
+	struct policy p;
+	char err[512];
+
+	if (config_load(LOOPFD_CONFIG_PATH, &p, err, sizeof(err)) != 0) {
+		fprintf(stderr, "loopfd-helper: %s\n", err);
+		return 1;
+	}
+	printf("%s: valid%s\n", LOOPFD_CONFIG_PATH,
+	       access(LOOPFD_CONFIG_PATH, F_OK) == 0 ? "" : " (missing: the defaults)");
+	return 0;
+}
+
 /*
  * argv from a setuid caller is hostile: argc may be 0 (CVE-2021-4034's
  * shape: argv[0] NULL and argv[1] the environment).  Only exact argument
@@ -97,6 +114,8 @@ static void parse_args(int argc, char **argv, int invoker_is_root,
 		puts("loopfd-helper " LOOPFD_VERSION);
 		exit(0);
 	}
+	if (invoker_is_root && argc == 2 && strcmp(argv[1], "--check-config") == 0)
+		exit(check_config());
 	if (argc == 3 && strcmp(argv[1], "--fd") == 0 &&
 	    (o->fd = parse_fd(argv[2])) >= 0) {
 		o->mode = RUN_SESSION;
@@ -195,6 +214,27 @@ static void refuse_service(struct session *s, enum lfd_reason r, const char *why
 	logmsg("refusing uid %u: %s", (unsigned)s->caller.uid, why);
 }
 
+/* Could the caller read the policy file itself?  Then quoting it tells
+ * nothing new. */
+static int caller_can_read(const char *path, const struct caller *c)
+{
+	struct stat st;
+	int i;
+
+	if (stat(path, &st) < 0)
+		return 0;
+	if (st.st_mode & S_IROTH)
+		return 1;
+	if (!(st.st_mode & S_IRGRP))
+		return 0;
+	if (st.st_gid == c->gid)
+		return 1;
+	for (i = 0; i < c->ngroups; i++)
+		if (st.st_gid == c->groups[i])
+			return 1;
+	return 0;
+}
+
 /* Step: the policy, read anew for every session.  Unusable means no
  * service (and no grant), never the defaults. */
 static void load_policy(struct session *s)
@@ -206,15 +246,20 @@ static void load_policy(struct session *s)
 		return;
 	policy_defaults(&s->policy);
 	s->policy.allow_grant = 0;
-	if (rc != CONFIG_ERR_CONTENTS) {
+	if (rc != CONFIG_ERR_CONTENTS ||
+	    caller_can_read(LOOPFD_CONFIG_PATH, &s->caller)) {
 		refuse_service(s, LFD_R_CONFIG, err);
 		return;
 	}
-	/* A parse error quotes the file, which may be root-only. */
-	logmsg("refusing uid %u: %s", (unsigned)s->caller.uid, err);
-	snprintf(pub, sizeof(pub), "%s is not a valid policy file; the "
-		 "helper's log names the line and the problem",
-		 LOOPFD_CONFIG_PATH);
+	/* A parse error quotes the file, which the caller cannot read: the
+	 * words go to the log only, and in setuid mode the log is the
+	 * caller's stderr. */
+	if (s->mode != LFD_MODE_SETUID)
+		logmsg("%s", err);
+	snprintf(pub, sizeof(pub), "%s is not a valid policy file (it is "
+		 "not readable by uid %u: 'loopfd-helper --check-config' as "
+		 "root names the line and the problem)", LOOPFD_CONFIG_PATH,
+		 (unsigned)s->caller.uid);
 	refuse_service(s, LFD_R_CONFIG, pub);
 }
 

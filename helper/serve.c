@@ -88,8 +88,8 @@ static void do_hello(struct session *s, const struct lfd_msg *req)
 	const struct lfd_hello_req *h = &req->u.hello_req;
 	struct lfd_msg rep;
 
-	if (h->min_version > LFD_VERSION || h->max_version < LFD_VERSION ||
-	    h->min_version > h->max_version) {
+	/* (min > max is covered: then one of the two holds) */
+	if (h->min_version > LFD_VERSION || h->max_version < LFD_VERSION) {
 		send_error(s, req->seq, LFD_R_VERSION,
 			   "this helper speaks protocol version %u only",
 			   (unsigned)LFD_VERSION);
@@ -369,8 +369,10 @@ static int peer_gone(int sock)
 {
 	struct pollfd p = { .fd = sock, .events = POLLIN | POLLRDHUP };
 
-	if (poll(&p, 1, 0) < 0)
+	if (poll(&p, 1, 0) < 0) {
+		logmsg("poll: %s; ending the session", strerror(errno));
 		return 1;
+	}
 	return (p.revents & (POLLHUP | POLLRDHUP | POLLERR)) != 0;
 }
 
@@ -410,8 +412,11 @@ static int wait_for_request(struct session *s, uint64_t hello_deadline)
 		n = poll(&p, 1, timeout);
 		if (n > 0)
 			return 0;
-		if (n < 0 && errno != EINTR)
+		if (n < 0 && errno != EINTR) {
+			logmsg("uid %u: poll: %s; ending the session",
+			       (unsigned)s->caller.uid, strerror(errno));
 			return -1;
+		}
 		if (n == 0 && s->hello_done)
 			check_watched(s);
 	}

@@ -186,7 +186,8 @@ int lfd_fds_for_op(uint16_t op);
 int lfd_reason_errno(enum lfd_reason r);
 const char *lfd_reason_name(enum lfd_reason r);
 
-/* Fill m as an error reply to (op, seq). */
+/* Fill m as an error reply to the request numbered seq: reason, errno
+ * (0: the reason's default) and a printf-formatted text. */
 void lfd_make_error(struct lfd_msg *m, uint32_t seq, int err,
 		    enum lfd_reason reason, const char *fmt, ...)
 	__attribute__((format(printf, 5, 6)));

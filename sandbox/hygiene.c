@@ -111,7 +111,10 @@ sb_close_fds_except(const int *keep, size_t n)
 	return close_span(lo, ~0U);
 }
 
-/* The kernel's struct sigaction on x86-64 and other 64-bit ABIs. */
+/* The kernel's struct sigaction on x86-64.  Its layout differs between
+ * architectures (arm64 has no sa_restorer), but that does not matter here:
+ * SIG_DFL is 0 and so is every other field, and a kernel that reads the
+ * mask from another offset still reads zeros. */
 struct kernel_sigaction {
 	void (*handler)(int);
 	unsigned long flags;
@@ -143,9 +146,14 @@ sb_stdio_to_devnull(void)
 		close(i);
 		fd = fcntl(null, F_DUPFD, i);
 		if (fd != i) {
+			/* errno: F_DUPFD's, or EBADF when it filled another
+			 * number, kept across the closes */
+			int e = fd == -1 ? errno : EBADF;
+
 			if (fd != -1)
 				close(fd);
 			close(null);
+			errno = e;
 			return -1;
 		}
 	}
@@ -278,7 +286,7 @@ sb_reset_limits(const char **which)
 int
 sb_reset_environment(void)
 {
-	/* LD_*, MALLOC_*, LOCALPATH, TZ, GCONV_PATH and friends are the
+	/* LD_*, MALLOC_*, LOCPATH, TZ, GCONV_PATH and friends are the
 	 * caller's way into our libc.  glibc strips some for setuid programs;
 	 * drop all of them rather than trust that list. */
 	if (clearenv() != 0) {

@@ -38,6 +38,32 @@ expect_refusal "world-writable config" "writable"
 write_config "alow-grant yes"
 expect_refusal "typo in a keyword" "unknown keyword 'alow-grant'"
 
+# A policy the caller cannot read: its parse error must not quote it to the
+# caller (nor to the setuid helper's stderr, which is the caller's); root
+# gets the words from --check-config.
+write_config "allow-users secret-word-8231"
+chmod 0600 "$LOOPFD_CONF"
+expect_refusal "root-only config with an unknown user" "is not a valid policy file"
+if grep -q "secret-word-8231" "$T/err"; then
+	fail "a root-only policy was quoted to the caller: $(cat "$T/err")"
+fi
+"$HELPER" --check-config > "$T/check" 2>&1 && fail "--check-config passed an invalid policy"
+grep -q "unknown user 'secret-word-8231'" "$T/check" || fail "--check-config: $(cat "$T/check")"
+# The same file readable by all: the caller may see the problem itself.
+chmod 0644 "$LOOPFD_CONF"
+expect_refusal "readable config with an unknown user" "unknown user 'secret-word-8231'"
+
+# The directories above it count: one the caller could write to means a
+# policy (or its absence) anyone could have chosen.  Sticky (/tmp) is fine.
+remove_config
+confdir=$(dirname "$LOOPFD_CONF")
+chmod 0777 "$confdir"
+expect_refusal "missing config in a world-writable directory" "directory $confdir"
+chmod 01777 "$confdir"
+as_nobody "$LOOPFD" run "$T/img" -- true || fail "config directory 01777 (sticky) refused"
+chmod 0755 "$confdir"
+"$HELPER" --check-config | grep -q "missing: the defaults" || fail "--check-config without a file"
+
 write_config "allow-grant yes"
 chmod 0000 "$LOOPFD_CONF"
 mv "$LOOPFD_CONF" "$LOOPFD_CONF.real"; mkdir "$LOOPFD_CONF"
