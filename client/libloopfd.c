@@ -308,6 +308,31 @@ static int check_no_new_privs(struct loopfd_error *err)
 			 "`loopfd-helper --listen PATH` daemon");
 }
 
+/* In a user namespace the kernel ignores the setuid bit of a file whose
+ * owner (global root) is not mapped there, and even where root is mapped
+ * the helper's ids are no longer the machine's.  Only the initial user
+ * namespace maps all 2^32 ids from 0: anything else is a namespace. */
+static int check_user_namespace(struct loopfd_error *err)
+{
+	unsigned long inside, outside, count;
+	FILE *f = fopen("/proc/self/uid_map", "re");
+	int n;
+
+	if (f == NULL)
+		return 0;	/* no /proc: the checks below still apply */
+	n = fscanf(f, "%lu %lu %lu", &inside, &outside, &count);
+	fclose(f);
+	if (n != 3 || (inside == 0 && outside == 0 && count == 4294967295UL))
+		return 0;
+	return set_error(err, EPERM, 0, "connect: this process runs in a user "
+			 "namespace (uid_map %lu %lu %lu), where a setuid helper "
+			 "cannot gain privilege; use socket mode: set "
+			 "LOOPFD_SOCKET or --socket to the socket of a "
+			 "`loopfd-helper --listen PATH` daemon (or of the "
+			 "loopfd.socket unit) bound into the namespace",
+			 inside, outside, count);
+}
+
 /* Say plainly why the helper would run without privilege, instead of
  * letting it fail at its first ioctl. */
 static int check_helper_file(const char *path, struct loopfd_error *err)
@@ -382,7 +407,8 @@ static int spawn_helper(struct loopfd_session *s, struct loopfd_error *err)
 	int rc;
 
 	s->helper_path = path;
-	if (check_no_new_privs(err) < 0 || check_helper_file(path, err) < 0)
+	if (check_no_new_privs(err) < 0 || check_user_namespace(err) < 0 ||
+	    check_helper_file(path, err) < 0)
 		return -1;
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
 		return set_error(err, errno, 0, "connect: socketpair: %s",

@@ -43,8 +43,13 @@ void policy_defaults(struct policy *p);
 int config_parse(const char *text, size_t len, const char *path,
 		 struct policy *p, char *err, size_t errlen);
 
-/* Open, check (root-owned, not group/world-writable, regular) and parse
- * path.  A missing file gives the defaults.  -1 with a message in err. */
+/* Check the directories above path (root's, not group- or world-writable
+ * unless sticky), then open, check (root-owned, not group/world-writable,
+ * regular) and parse path.  A missing file in trusted directories gives the
+ * defaults.  -1 with a message in err; CONFIG_ERR_CONTENTS (-2) when the
+ * message quotes the file's contents (a parse error), which must then go to
+ * the log only: the caller may not be able to read the file. */
+#define CONFIG_ERR_CONTENTS	(-2)
 int config_load(const char *path, struct policy *p, char *err, size_t errlen);
 
 /* ---- the caller ----------------------------------------------------------- */
@@ -96,6 +101,7 @@ struct session {
 	struct policy policy;
 	int ctl_fd;			/* /dev/loop-control */
 	int quota_fd;
+	int guard_fd;			/* notes to the guard (guard.c) */
 	const char *refusal;		/* set: answer every request with this */
 	enum lfd_reason refusal_reason;
 	int hello_done;
@@ -122,6 +128,12 @@ enum release_result {
 int loop_release(struct device *d, uint32_t timeout_ms, uint32_t *waited_ms,
 		 struct lfd_msg *err);
 int loop_detached(const struct device *d);
+
+/* guard.c: a process per session that outlives it (see guard.c) */
+int guard_start(struct session *s);
+int guard_note_attached(const struct session *s, const struct device *d,
+			int grant);
+void guard_note_gone(const struct session *s, const struct device *d);
 
 /* clock.c */
 uint64_t now_ms(void);

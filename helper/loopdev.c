@@ -1,7 +1,7 @@
 /*
  * Attaching and releasing loop devices: the kernel work, and the reason the
- * project exists.  ../shared/KERNEL-NOTES.md has the measured facts each
- * step relies on; the comments name them.
+ * project exists.  KERNEL-FACTS.md has the measured facts each step relies
+ * on; the comments name them.
  */
 #include "helper.h"
 
@@ -25,6 +25,7 @@
 #define ATTACH_TRIES		128	/* GET_FREE reserves nothing: collide, retry */
 #define ATTACH_BACKOFF_US	50	/* first retry waits up to this, doubling */
 #define RELEASE_POLL_MS		20
+#define PINNED_SCAN		64	/* indices tried past a pinned free node */
 
 #ifndef BLKGETDISKSEQ
 #define BLKGETDISKSEQ		_IOR(0x12, 128, __u64)
@@ -276,17 +277,53 @@ static enum node_state try_free_node(uint32_t n, int ro, int *fd,
 
 /* Open free device n as an unbound, root-only loop node, recreating a
  * user-owned one once.  0: *fd ready; 1: taken or unusable, try another;
+ * 2: pinned (user-owned and held open: LOOP_CTL_REMOVE fails with EBUSY);
  * -1: error in err. */
 static int open_free_node(const struct session *s, uint32_t n, int ro, int *fd,
 			  struct stat *st, struct lfd_msg *err)
 {
 	enum node_state state = try_free_node(n, ro, fd, st, err);
 
-	if (state == NODE_USER_OWNED && recreate_node(s, n) == 0)
+	if (state == NODE_USER_OWNED) {
+		if (recreate_node(s, n) < 0)
+			return errno == EBUSY ? 2 : 1;
 		state = try_free_node(n, ro, fd, st, err);
+	}
 	if (state == NODE_ERROR)
 		return -1;
 	return state == NODE_READY ? 0 : 1;
+}
+
+/*
+ * LOOP_CTL_GET_FREE returns the lowest free index, so a free node that a
+ * user owns and holds open (a grant whose session died without its guard,
+ * or root's chown) would be returned to every attacher on the machine.
+ * Skip it: make or take a device above it, and name the pinned one in the
+ * log for the administrator.  *n is the index used.
+ */
+static int open_past_pinned(const struct session *s, uint32_t *n, int ro,
+			    int *fd, struct stat *st, struct lfd_msg *err)
+{
+	uint32_t pinned = *n, i;
+	int rc;
+
+	for (i = pinned + 1; i <= pinned + PINNED_SCAN; i++) {
+		if (ioctl(s->ctl_fd, LOOP_CTL_ADD, (unsigned long)i) < 0 &&
+		    errno != EEXIST)
+			continue;
+		rc = open_free_node(s, i, ro, fd, st, err);
+		if (rc < 0)
+			return -1;
+		if (rc == 0) {
+			logmsg("/dev/loop%u is free but owned by a user who holds "
+			       "it open; skipped (using /dev/loop%u): remove it "
+			       "once it is closed (losetup -d; LOOP_CTL_REMOVE)",
+			       pinned, i);
+			*n = i;
+			return 0;
+		}
+	}
+	return 1;
 }
 
 static uint32_t kernel_flags(uint32_t flags)
@@ -427,13 +464,17 @@ static int bind_free_device(struct session *s, int backing_fd,
 			    struct device *d, struct lfd_msg *err)
 {
 	struct stat st;
-	int tries, n, fd, rc, ro = (flags & LFD_ATTACH_READ_ONLY) != 0;
+	uint32_t idx;
+	int tries, n, fd, rc, e, ro = (flags & LFD_ATTACH_READ_ONLY) != 0;
 
 	for (tries = 0; tries < ATTACH_TRIES; tries++) {
 		n = ioctl(s->ctl_fd, LOOP_CTL_GET_FREE);
 		if (n < 0)
 			return refuse(err, LFD_R_NO_DEVICE, errno, "no free loop device (LOOP_CTL_GET_FREE)");
-		rc = open_free_node(s, (uint32_t)n, ro, &fd, &st, err);
+		idx = (uint32_t)n;
+		rc = open_free_node(s, idx, ro, &fd, &st, err);
+		if (rc == 2)
+			rc = open_past_pinned(s, &idx, ro, &fd, &st, err);
 		if (rc < 0)
 			return -1;
 		if (rc > 0) {
@@ -446,18 +487,19 @@ static int bind_free_device(struct session *s, int backing_fd,
 			d->node_uid = st.st_uid;
 			d->node_gid = st.st_gid;
 			d->node_mode = st.st_mode & 07777;
-			d->ident.index = (uint32_t)n;
+			d->ident.index = idx;
 			d->ident.major = major(st.st_rdev);
 			d->ident.minor = minor(st.st_rdev);
 			d->ident.sector_size = req->sector_size ? req->sector_size : 512;
 			return 0;
 		}
+		e = errno;	/* before close() can change it */
 		close(fd);
-		if (errno != EBUSY && errno != EAGAIN) {
-			lfd_make_error(err, 0, errno, errno == EINVAL ?
+		if (e != EBUSY && e != EAGAIN) {
+			lfd_make_error(err, 0, e, e == EINVAL ?
 				       LFD_R_BAD_OPTION : LFD_R_KERNEL,
-				       "LOOP_CONFIGURE on /dev/loop%d failed: %s",
-				       n, strerror(errno));
+				       "LOOP_CONFIGURE on /dev/loop%u failed: %s",
+				       idx, strerror(e));
 			return -1;
 		}
 		collision_backoff(tries);
@@ -525,6 +567,14 @@ int loop_attach(struct session *s, int backing_fd,
 		return -1;
 	if (ro)
 		flags |= LFD_ATTACH_READ_ONLY;
+	/* The owner of a node can open it read-write, whatever the device's
+	 * read-only flag: a granted read-only device would hand the caller a
+	 * writable opener by path, with LOOP_SET_STATUS64 (partition scan,
+	 * direct I/O) past the policy. */
+	if ((flags & LFD_ATTACH_GRANT) && (flags & LFD_ATTACH_READ_ONLY))
+		return refuse(err, LFD_R_BAD_OPTION, EINVAL, "--grant is refused "
+			      "on a read-only attachment (the granted node could "
+			      "be opened read-write): write through the fd instead");
 	if (bind_free_device(s, backing_fd, req, flags, d, err) < 0)
 		return -1;
 	if (read_identity(d, &backing, err) < 0)
@@ -534,8 +584,18 @@ int loop_attach(struct session *s, int backing_fd,
 	*client_fd = open_client_fd(d, err);
 	if (*client_fd < 0)
 		goto undo;
+	/* The guard hears of the device before the node is the caller's:
+	 * whatever ends this process from here, the node is given back and
+	 * the slots stay held until the device is gone. */
+	if (guard_note_attached(s, d, (flags & LFD_ATTACH_GRANT) != 0) < 0) {
+		lfd_make_error(err, 0, errno, LFD_R_KERNEL, "the session's guard "
+			       "is gone (%s): not attaching", strerror(errno));
+		close(*client_fd);
+		goto undo;
+	}
 	if ((flags & LFD_ATTACH_GRANT) && grant_node(s, d, err) < 0) {
 		close(*client_fd);
+		guard_note_gone(s, d);
 		goto undo;
 	}
 	if (d->granted)

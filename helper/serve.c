@@ -13,6 +13,8 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -44,10 +46,17 @@ static void send_msg(struct session *s, const struct lfd_msg *m, int fd)
 }
 
 static void send_error(struct session *s, uint32_t seq, enum lfd_reason r,
-		       const char *text)
+		       const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void send_error(struct session *s, uint32_t seq, enum lfd_reason r,
+		       const char *fmt, ...)
 {
+	char text[LFD_MSG_TEXT];
 	struct lfd_msg m;
+	va_list ap;
 
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
 	lfd_make_error(&m, seq, 0, r, "%s", text);
 	send_msg(s, &m, -1);
 }
@@ -79,10 +88,11 @@ static void do_hello(struct session *s, const struct lfd_msg *req)
 	const struct lfd_hello_req *h = &req->u.hello_req;
 	struct lfd_msg rep;
 
-	if (h->min_version > LFD_VERSION || h->max_version < LFD_VERSION ||
-	    h->min_version > h->max_version) {
+	/* (min > max is covered: then one of the two holds) */
+	if (h->min_version > LFD_VERSION || h->max_version < LFD_VERSION) {
 		send_error(s, req->seq, LFD_R_VERSION,
-			   "this helper speaks protocol version 1 only");
+			   "this helper speaks protocol version %u only",
+			   (unsigned)LFD_VERSION);
 		return;
 	}
 	reply_init(&rep, req);
@@ -187,7 +197,7 @@ static void do_attach(struct session *s, const struct request *r)
 	}
 	why = forbidden_option(&s->policy, a->flags);
 	if (why) {
-		send_error(s, r->msg.seq, LFD_R_FORBIDDEN_OPTION, why);
+		send_error(s, r->msg.seq, LFD_R_FORBIDDEN_OPTION, "%s", why);
 		return;
 	}
 	d = free_device_slot(s);
@@ -218,6 +228,7 @@ fail:
 
 static void forget_device(struct session *s, struct device *d)
 {
+	guard_note_gone(s, d);
 	put_slots(s, d);
 	d->in_use = 0;
 	d->watching = 0;
@@ -279,7 +290,7 @@ static void do_release(struct session *s, const struct lfd_msg *req)
 	}
 	if (rr->timeout_ms > LFD_MAX_TIMEOUT_MS) {
 		send_error(s, req->seq, LFD_R_BAD_OPTION,
-			   "release timeout above 600000 ms");
+			   "release timeout above %u ms", LFD_MAX_TIMEOUT_MS);
 		return;
 	}
 	if (release_one(s, d, rr->timeout_ms, &waited, &rep) != RELEASE_DONE) {
@@ -310,7 +321,7 @@ static enum lfd_reason transport_problem(int flags)
 {
 	if (flags & LFD_RECV_TRUNC)
 		return LFD_R_MALFORMED;
-	if (flags & (LFD_RECV_OTHER_CMSG | LFD_RECV_MULTI_CMSG))
+	if (flags & LFD_RECV_OTHER_CMSG)
 		return LFD_R_CONTROL;
 	if (flags & LFD_RECV_CTRUNC)
 		return LFD_R_FD_COUNT;
@@ -320,11 +331,11 @@ static enum lfd_reason transport_problem(int flags)
 static void dispatch(struct session *s, const struct request *r)
 {
 	if (s->refusal) {
-		send_error(s, r->msg.seq, s->refusal_reason, s->refusal);
+		send_error(s, r->msg.seq, s->refusal_reason, "%s", s->refusal);
 		return;
 	}
 	if (r->nfds != lfd_fds_for_op(r->msg.op)) {
-		send_error(s, r->msg.seq, LFD_R_FD_COUNT, r->msg.op == LFD_OP_ATTACH ?
+		send_error(s, r->msg.seq, LFD_R_FD_COUNT, "%s", r->msg.op == LFD_OP_ATTACH ?
 			   "attach needs exactly one backing fd" :
 			   "this request takes no file descriptors");
 		return;
@@ -358,8 +369,10 @@ static int peer_gone(int sock)
 {
 	struct pollfd p = { .fd = sock, .events = POLLIN | POLLRDHUP };
 
-	if (poll(&p, 1, 0) < 0)
+	if (poll(&p, 1, 0) < 0) {
+		logmsg("poll: %s; ending the session", strerror(errno));
 		return 1;
+	}
 	return (p.revents & (POLLHUP | POLLRDHUP | POLLERR)) != 0;
 }
 
@@ -399,8 +412,11 @@ static int wait_for_request(struct session *s, uint64_t hello_deadline)
 		n = poll(&p, 1, timeout);
 		if (n > 0)
 			return 0;
-		if (n < 0 && errno != EINTR)
+		if (n < 0 && errno != EINTR) {
+			logmsg("uid %u: poll: %s; ending the session",
+			       (unsigned)s->caller.uid, strerror(errno));
 			return -1;
+		}
 		if (n == 0 && s->hello_done)
 			check_watched(s);
 	}
@@ -433,7 +449,7 @@ void serve(struct session *s)
 		else	/* only for the seq to echo; the reason stands */
 			(void)lfd_decode(buf, (size_t)n, &r.msg);
 		if (why != LFD_R_NONE)
-			send_error(s, r.msg.seq, why, lfd_reason_name(why));
+			send_error(s, r.msg.seq, why, "%s", lfd_reason_name(why));
 		else
 			dispatch(s, &r);
 		close_fds(&r);

@@ -186,7 +186,8 @@ int lfd_fds_for_op(uint16_t op);
 int lfd_reason_errno(enum lfd_reason r);
 const char *lfd_reason_name(enum lfd_reason r);
 
-/* Fill m as an error reply to (op, seq). */
+/* Fill m as an error reply to the request numbered seq: reason, errno
+ * (0: the reason's default) and a printf-formatted text. */
 void lfd_make_error(struct lfd_msg *m, uint32_t seq, int err,
 		    enum lfd_reason reason, const char *fmt, ...)
 	__attribute__((format(printf, 5, 6)));
@@ -202,14 +203,13 @@ void lfd_make_error(struct lfd_msg *m, uint32_t seq, int err,
  * arrived in all, and any beyond maxfds are closed here.  *flags gets
  * LFD_RECV_TRUNC when the message was longer than cap, LFD_RECV_CTRUNC when
  * control data was cut off, LFD_RECV_OTHER_CMSG when a control message other
- * than SCM_RIGHTS came (SCM_CREDENTIALS, ...), LFD_RECV_MULTI_CMSG when fds
- * came in more than one control message.  Returns the message length, 0 at
- * end of stream, -1 with errno on error.
+ * than SCM_RIGHTS came (SCM_CREDENTIALS, ...).  (fds sent in several
+ * SCM_RIGHTS messages arrive merged into one: the kernel joins them.)
+ * Returns the message length, 0 at end of stream, -1 with errno on error.
  */
 #define LFD_RECV_TRUNC		0x1
 #define LFD_RECV_CTRUNC		0x2
 #define LFD_RECV_OTHER_CMSG	0x4
-#define LFD_RECV_MULTI_CMSG	0x8
 #define LFD_RECV_MAX_FDS	253	/* SCM_MAX_FD */
 
 int lfd_send(int sock, const uint8_t *buf, size_t len, int fd);

@@ -471,7 +471,6 @@ long lfd_recv(int sock, uint8_t *buf, size_t cap, int *fds, int maxfds,
 		.msg_control = control.buf, .msg_controllen = sizeof(control.buf),
 	};
 	struct cmsghdr *cmsg;
-	int rights_msgs = 0;
 	ssize_t n;
 
 	*nfds = 0;
@@ -484,15 +483,14 @@ long lfd_recv(int sock, uint8_t *buf, size_t cap, int *fds, int maxfds,
 	for (cmsg = CMSG_FIRSTHDR(&msg); cmsg; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
 		if (cmsg->cmsg_level == SOL_SOCKET &&
 		    cmsg->cmsg_type == SCM_RIGHTS) {
+			/* The kernel merges the SCM_RIGHTS of several
+			 * sendmsg calls into one control message. */
 			take_fds(cmsg, fds, maxfds, nfds);
-			rights_msgs++;
 		} else {
 			close_pidfd(cmsg);
 			*flags |= LFD_RECV_OTHER_CMSG;
 		}
 	}
-	if (rights_msgs > 1)
-		*flags |= LFD_RECV_MULTI_CMSG;
 	if (msg.msg_flags & MSG_TRUNC)
 		*flags |= LFD_RECV_TRUNC;
 	if (msg.msg_flags & MSG_CTRUNC)

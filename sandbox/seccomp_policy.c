@@ -46,6 +46,8 @@ struct sb_stage {
 	size_t nioctls;
 	unsigned long open_flags;	/* openat allowed with these; 0: not at all */
 	int allow_stacking;
+	const struct sb_stage *const *includes;	/* stages allowed as well */
+	size_t nincludes;
 };
 
 #define SB_COUNT(a) (sizeof(a) / sizeof((a)[0]))
@@ -124,6 +126,57 @@ static const unsigned long teardown_ioctls[] = {
 	BLKGETDISKSEQ,
 };
 
+/*
+ * The guard (helper/guard.c): reads its parent's notes from a pipe; once
+ * the parent is gone, gives granted nodes back to root by path (lstat,
+ * fchownat, fchmodat, lremovexattr: the node may be mode 0000 by then, and
+ * root without CAP_DAC_OVERRIDE could not open it) and watches the devices
+ * until they detach, re-arming autoclear through a read-only open.
+ */
+static const int guard_syscalls[] = {
+	SCMP_SYS(read), SCMP_SYS(write), SCMP_SYS(writev),
+	SCMP_SYS(close),
+	SCMP_SYS(fstat), SCMP_SYS(newfstatat),
+	SCMP_SYS(fchownat), SCMP_SYS(fchmodat), SCMP_SYS(lremovexattr),
+	SCMP_SYS(fcntl),
+	SCMP_SYS(clock_gettime), SCMP_SYS(clock_nanosleep),
+	SCMP_SYS(nanosleep),
+	SCMP_SYS(getpid),
+	SCMP_SYS(brk), SCMP_SYS(munmap), SCMP_SYS(madvise),
+	SCMP_SYS(getrandom),
+	SCMP_SYS(rt_sigreturn),
+	SCMP_SYS(restart_syscall),
+	SCMP_SYS(exit), SCMP_SYS(exit_group),
+};
+
+static const unsigned long guard_ioctls[] = {
+	LOOP_GET_STATUS64, LOOP_SET_STATUS64, BLKGETDISKSEQ,
+};
+
+/*
+ * The daemon's listener, and what its session children do before their own
+ * stages are loaded (filters stack: every later stage's calls must pass
+ * this one too, so it includes them).  What it takes away is everything
+ * else: execve, new sockets, bind/connect, mount, ptrace, bpf, keyrings...
+ * fork is clone with fork()'s flags in this libc; accept4, the peer checks,
+ * wait4, the SIGTERM handler and unlink of the socket are the listener's;
+ * file opens (policy, /etc/passwd, slot file), mkdir of the run directory,
+ * capabilities, Landlock, the guard's pipe and fork, and seccomp are the
+ * session's set-up.
+ */
+static const int listener_syscalls[] = {
+	SCMP_SYS(accept4), SCMP_SYS(getsockopt), SCMP_SYS(setsockopt),
+	SCMP_SYS(clone), SCMP_SYS(wait4),
+	SCMP_SYS(gettid), SCMP_SYS(set_robust_list),
+	SCMP_SYS(rt_sigaction), SCMP_SYS(rt_sigprocmask), SCMP_SYS(rt_sigreturn),
+	SCMP_SYS(unlink),
+	SCMP_SYS(lseek), SCMP_SYS(mkdir), SCMP_SYS(pipe2),
+	SCMP_SYS(prctl), SCMP_SYS(capget), SCMP_SYS(capset),
+	SCMP_SYS(landlock_create_ruleset), SCMP_SYS(landlock_add_rule),
+	SCMP_SYS(landlock_restrict_self),
+	SCMP_SYS(mremap),
+};
+
 static const struct sb_stage serve_stage = {
 	.syscalls = serve_syscalls, .nsyscalls = SB_COUNT(serve_syscalls),
 	.ioctls = serve_ioctls, .nioctls = SB_COUNT(serve_ioctls),
@@ -140,6 +193,31 @@ static const struct sb_stage teardown_stage = {
 	 * opening its node again, read-only. */
 	.open_flags = SB_OPEN_FLAGS_RDONLY,
 	.allow_stacking = 0,
+};
+
+static const struct sb_stage guard_stage = {
+	.syscalls = guard_syscalls, .nsyscalls = SB_COUNT(guard_syscalls),
+	.ioctls = guard_ioctls, .nioctls = SB_COUNT(guard_ioctls),
+	/* the watch's read-only probe opens, and /dev/null for stdio */
+	.open_flags = SB_OPEN_FLAGS_RDONLY,
+	.allow_stacking = 0,
+};
+
+static const struct sb_stage *const listener_includes[] = {
+	&serve_stage, &teardown_stage, &guard_stage,
+};
+
+/* Set-up opens: O_CREAT for the slot file, O_DIRECTORY and O_PATH for
+ * Landlock's rules and the cgroup-free checks; still no O_TRUNC, O_APPEND,
+ * O_TMPFILE.  The session's serve stage narrows opens again. */
+#define SB_OPEN_FLAGS_SETUP (SB_OPEN_FLAGS | O_CREAT | O_DIRECTORY | O_PATH)
+
+static const struct sb_stage listener_stage = {
+	.syscalls = listener_syscalls, .nsyscalls = SB_COUNT(listener_syscalls),
+	.ioctls = NULL, .nioctls = 0,
+	.open_flags = SB_OPEN_FLAGS_SETUP,
+	.allow_stacking = 1,
+	.includes = listener_includes, .nincludes = SB_COUNT(listener_includes),
 };
 
 /* Argument comparisons, spelled out rather than through SCMP_A<n>(), whose
@@ -248,7 +326,14 @@ allow_stacking(scmp_filter_ctx ctx)
 static int
 add_stage_rules(scmp_filter_ctx ctx, const struct sb_stage *st)
 {
+	size_t i;
 	int rc;
+
+	for (i = 0; i < st->nincludes; i++) {
+		rc = add_stage_rules(ctx, st->includes[i]);
+		if (rc < 0)
+			return rc;
+	}
 
 	rc = allow_syscalls(ctx, st->syscalls, st->nsyscalls);
 	if (rc == 0)
@@ -355,7 +440,9 @@ main(void)
 	       "#include <linux/filter.h>\n",
 	       v->major, v->minor, v->micro);
 	if (print_stage("sb_serve_filter", &serve_stage) < 0 ||
-	    print_stage("sb_teardown_filter", &teardown_stage) < 0)
+	    print_stage("sb_teardown_filter", &teardown_stage) < 0 ||
+	    print_stage("sb_guard_filter", &guard_stage) < 0 ||
+	    print_stage("sb_listener_filter", &listener_stage) < 0)
 		return 1;
 	return fflush(stdout) == 0 ? 0 : 1;
 }

@@ -1955,6 +1955,27 @@ static char *dir_of(const char *path, char *buf, size_t n)
 
 /* The fd of a root-only file, opened read-only by root and handed over:
  * the read-only fd is the access granted, never more. */
+/* --grant on a read-only attachment is refused: the owner of a node may
+ * open it read-write, whatever the device's read-only flag, and reach
+ * LOOP_SET_STATUS64 (partition scan, direct I/O) past the policy. */
+static void rootro_grant(struct sess *s, const char *name)
+{
+	uint32_t seq;
+	struct pkt p;
+	size_t len;
+	int fd;
+
+	if (ask(B_OPEN, 0, g.rootfile, O_RDONLY, NULL, &fd) < 0 || fd < 0) {
+		fail(name, "broker cannot open %s: %s", g.rootfile, strerror(errno));
+		return;
+	}
+	seq = ++s->seq;
+	len = enc_attach(g_buf, seq, LFD_ATTACH_GRANT, 0, 0, 0);
+	p = pkt(g_buf, len, &fd, 1);
+	run_case(s, name, &p, R(LFD_R_BAD_OPTION), seq);
+	close(fd);
+}
+
 static void rootro(struct sess *s, uint32_t flags, const char *name)
 {
 	char devpath[32], why[512];
@@ -2105,7 +2126,7 @@ static void sc_backing(struct sess *s)
 	if (g.rootfile) {
 		rootro(s, 0, "backing-root-only-file-read-only-fd");
 		if (s->features & LFD_FEAT_GRANT)
-			rootro(s, LFD_ATTACH_GRANT, "backing-root-only-file-read-only-fd-grant");
+			rootro_grant(s, "backing-root-only-file-read-only-fd-grant");
 	}
 	if (g.mode == MODE_SPAWN)
 		peer_end();

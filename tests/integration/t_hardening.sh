@@ -59,7 +59,8 @@ remove_config
 daemon=$!
 remember_pid $daemon
 wait_until 5 test -S "$T/sock" || fail "daemon did not start"
-assert_sandboxed "$daemon" 0000000000200001 "daemon listener" skip
+assert_sandboxed "$daemon" 0000000000200001 "daemon listener"
+[ "$(field Seccomp_filters "$daemon")" = 1 ] || fail "listener filters $(field Seccomp_filters "$daemon"), want 1 (its own)"
 rm -f "$T/ready" "$T/go"
 as_nobody "$LOOPFD" run --socket "$T/sock" "$T/img" -- sh -c 'echo $$ > "$1/ready"; while [ ! -e "$1/go" ] && [ -d "$1" ]; do sleep 0.05; done' sh "$T" &
 CLI=$!
@@ -67,7 +68,7 @@ remember_pid $CLI
 wait_until 10 test -s "$T/ready" || fail "daemon session did not start"
 child=$(pgrep -P "$daemon" -x loopfd-helper) || fail "no session process under the daemon"
 assert_sandboxed "$child" 0000000000200001 "daemon session"
-[ "$(field Seccomp_filters "$child")" = 1 ] || fail "session filters $(field Seccomp_filters "$child"), want 1 while serving"
+[ "$(field Seccomp_filters "$child")" = 2 ] || fail "session filters $(field Seccomp_filters "$child"), want 2 while serving (listener's and its own)"
 end_session
 
 # Idle connections: at most 32 sessions per uid (extra ones closed at once,
