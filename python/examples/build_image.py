@@ -11,8 +11,8 @@
    FAT filesystem and the tree's top-level files (mcopy), root an ext4 made
    from the whole tree (mkfs.ext4 -d);
 3. every device is released (flushed, detached) before the stage checks the
-   result: fsck.fat -n and e2fsck -fn on read-only attachments, and each file
-   read back from both filesystems (mtype, debugfs) and compared.
+   result: fsck.fat -n and e2fsck -fn on new attachments, and each file read
+   back from both filesystems (mtype, debugfs) and compared.
 
 Exit status 0 when the image is complete and checked; 1 with a message otherwise.
 """
@@ -59,27 +59,28 @@ def format_partitions(session: loopfd.Session, image: str, tree: str) -> None:
     """mkfs each partition through its own loop device, and fill it."""
     table = loopfd.read_table(image)
     esp, root = loopfd.select(table, "esp"), loopfd.select(table, "root")
-    with session.attach(image, offset=esp.offset, sizelimit=esp.length,
-                        sector_size=table.sector_size, grant=True) as dev:
+    with session.attach_partition(image, esp, grant=True) as dev:
         run("mkfs.vfat", "-n", "ESP", dev.path)
         for name in top_files(tree):
             run("mcopy", "-i", dev.path, os.path.join(tree, name), "::/" + name)
-    with session.attach(image, offset=root.offset, sizelimit=root.length,
-                        sector_size=table.sector_size, grant=True) as dev:
+    with session.attach_partition(image, root, grant=True) as dev:
         run("mkfs.ext4", "-q", "-L", "root", "-d", tree, dev.path)
 
 
 def check(session: loopfd.Session, image: str, tree: str) -> None:
-    """fsck both filesystems and compare every file with the tree."""
+    """fsck both filesystems and compare every file with the tree.
+
+    The tools open /dev/loopN by path, which needs grant, and the helper
+    grants no read-only device (the owner of a node could open it
+    read-write): the devices are read-write, the tools only read.
+    """
     table = loopfd.read_table(image)
     esp, root = loopfd.select(table, "esp"), loopfd.select(table, "root")
-    with session.attach(image, offset=esp.offset, sizelimit=esp.length, read_only=True,
-                        sector_size=table.sector_size, grant=True) as dev:
+    with session.attach_partition(image, esp, grant=True) as dev:
         run("fsck.fat", "-n", dev.path)
         for name in top_files(tree):
             compare(tree, name, run("mtype", "-i", dev.path, "::/" + name), "ESP")
-    with session.attach(image, offset=root.offset, sizelimit=root.length, read_only=True,
-                        sector_size=table.sector_size, grant=True) as dev:
+    with session.attach_partition(image, root, grant=True) as dev:
         run("e2fsck", "-fn", dev.path)
         for top, _dirs, files in os.walk(tree):
             for name in files:

@@ -22,7 +22,7 @@ from typing import NoReturn
 from . import _paths
 from . import protocol as P
 from .errors import Error
-from .partitions import Partition, PartitionError, Table, read_table, select
+from .partitions import Partition, PartitionError, Table, read_fd, read_table, select
 from .session import Device, Session, connect
 
 FIRST_DEVICE_FD = 3
@@ -55,9 +55,10 @@ OPTIONS (they apply to every IMAGE)
   -P, --partscan           have the kernel scan the partition table
       --partitions         one IMAGE: the whole disk on fd 3 and every
                            partition as its own device on fds 4, 5, ...
-      --partition SEL      only the partition SEL (repeatable): a number, a
-                           GPT name, a type GUID or a type name (esp, root,
-                           root-x86-64, usr, home, swap, linux-generic, ...)
+      --partition SEL      only the partition SEL (repeatable), on fds 3, 4,
+                           ... in the order given: a number, a GPT name, a
+                           type GUID, an MBR type (0x83) or a type name (esp,
+                           root, root-x86-64, usr, home, swap, linux-generic)
       --lock               flock(LOCK_EX) each device, so udev leaves it alone
       --grant              make /dev/loopN yours while attached
       --release-timeout S  wait up to S seconds for other openers (default 10)
@@ -68,11 +69,15 @@ OPTIONS (they apply to every IMAGE)
 PARTITIONS (--partitions, --partition)
   The table is read from IMAGE here, unprivileged (no kernel partition
   parser); each partition is an offset/sizelimit window with the table's
-  sector size (-b, else detected).  COMMAND also gets, per partition:
-  LOOPFD_PART_<N>=/dev/fd/K, LOOPFD_PART_<TYPE>=/dev/fd/K (ESP, ROOT,
-  ROOT_X86_64, ...; a type held by one partition only), and
-  LOOPFD_PARTITIONS: one line per partition, tab-separated: fd path,
-  number, device name, start and size in bytes, type, type name, label.
+  sector size (-b, else detected: 4096 if a GPT header sits at byte 4096).
+  An MBR's extended container is not attached.  COMMAND also gets, per
+  partition device (<N> its number in the table):
+    LOOPFD_PART_<N>=/dev/fd/K, LOOPFD_PART_<N>_DEVICE (loopM),
+    LOOPFD_PART_<N>_START, _SIZE (bytes in IMAGE), _TYPE, _TYPE_NAME, _NAME,
+    _UUID; LOOPFD_PART_<TYPE>=/dev/fd/K (ESP, ROOT, ROOT_X86_64, ...) when
+    exactly one device has that type; LOOPFD_SECTOR_SIZE; and
+    LOOPFD_PARTITIONS, one word per partition device in fd order,
+    NUMBER:/dev/fd/K:loopM:START:SIZE:TYPE.
 
 ENVIRONMENT
   LOOPFD_SOCKET   the helper daemon's socket, when --socket is not given
@@ -201,8 +206,8 @@ def parse_run(args: list[str]) -> tuple[Options, list[str], list[str]]:
     if not command:
         raise UsageError("no COMMAND after '--'")
     if (o.all_partitions or o.partitions) and (len(images) != 1 or o.offset or o.sizelimit):
-        raise UsageError("--partitions and --partition take exactly one IMAGE and no "
-                         "--offset or --sizelimit")
+        raise UsageError("--partitions and --partition take exactly one IMAGE; --offset "
+                         "and --sizelimit do not go with them")
     return o, images, command
 
 
@@ -237,19 +242,27 @@ def _open(path: str, read_only: bool) -> int:
     return fd
 
 
-def _chosen(table: Table, o: Options) -> list[Partition]:
-    if o.all_partitions:
-        return list(table.partitions)
-    chosen: list[Partition] = []
+def _chosen(path: str, table: Table, o: Options) -> list[Partition]:
+    """Every partition but extended containers (--partitions), then the
+    selected ones in the order given; each at most once."""
+    chosen = [p for p in table.partitions if not p.extended] if o.all_partitions else []
     for sel in o.partitions:
-        p = select(table, sel)
-        if p not in chosen:
-            chosen.append(p)
+        try:
+            p = select(table, sel)
+        except PartitionError as e:
+            raise PartitionError(f"{path}: {e}") from None
+        if p in chosen:
+            raise PartitionError(f"{path}: --partition {sel}: partition {p.number} is "
+                                 "selected twice")
+        chosen.append(p)
+    if not chosen:
+        raise PartitionError(f"{path}: the {table.label} partition table has no "
+                             "partition to attach")
     return chosen
 
 
 def attach_all(s: Session, images: list[str], o: Options) -> list[Attached]:
-    """Attach every IMAGE (or the disk and its partitions); raise on the first failure."""
+    """Attach every IMAGE, or the disk and its partitions; raise on the first failure."""
     out: list[Attached] = []
     for path in images:
         fd = _open(path, o.read_only)
@@ -258,38 +271,57 @@ def attach_all(s: Session, images: list[str], o: Options) -> list[Attached]:
                 out.append(Attached(_attach(s, fd, path, o, o.offset, o.sizelimit,
                                             o.sector_size)))
                 continue
-            table = read_table(fd, o.sector_size or None)
-            parts = _chosen(table, o)
-            ss = table.sector_size
-            out.append(Attached(_attach(s, fd, path, o, 0, 0, ss)))
+            try:
+                table = read_fd(fd, o.sector_size or None)
+            except PartitionError as e:
+                raise PartitionError(f"{path}: {e}") from None
+            parts = _chosen(path, table, o)
+            if o.all_partitions:
+                out.append(Attached(_attach(s, fd, path, o, 0, 0, table.sector_size)))
             for p in parts:
-                name = f"{path} partition {p.number}"
-                out.append(Attached(_attach(s, fd, name, o, p.offset, p.length, ss), p))
+                out.append(Attached(s.attach_partition(
+                    fd, p, read_only=o.read_only, direct_io=o.direct_io, grant=o.grant,
+                    name=f"{path} partition {p.number}"), p))
         finally:
             os.close(fd)
     return out
 
 
+def _type_words(p: Partition) -> list[str]:
+    """The words p is known by in LOOPFD_PART_<WORD>: its type name and, for a
+    root or /usr partition of an architecture, the kind alone."""
+    if not p.type_name:
+        return []
+    word = p.type_name.upper().replace("-", "_")
+    kind = word.split("_", 1)[0]
+    if kind in ("ROOT", "USR") and "VERITY" not in word and kind != word:
+        return [word, kind]
+    return [word]
+
+
 def partition_env(devs: list[Attached]) -> dict[str, str]:
-    """LOOPFD_PART_* and LOOPFD_PARTITIONS for COMMAND."""
+    """LOOPFD_PART_*, LOOPFD_SECTOR_SIZE and LOOPFD_PARTITIONS for COMMAND."""
     env: dict[str, str] = {}
-    lines, by_type = [], {}
+    words, by_type = [], {}
     for i, a in enumerate(devs):
         p = a.part
         if p is None:
             continue
         fd_path = f"/dev/fd/{FIRST_DEVICE_FD + i}"
-        env[f"LOOPFD_PART_{p.number}"] = fd_path
-        if p.type_name:
-            for key in {p.type_name, p.type_name.split("-", 1)[0]}:
-                by_type.setdefault(key.upper().replace("-", "_"), []).append(fd_path)
-        lines.append("\t".join([fd_path, str(p.number), a.dev.name, str(p.offset),
-                                str(p.length), p.type, p.type_name, p.name]))
-    for key, paths in by_type.items():
-        if len(paths) == 1:
-            env[f"LOOPFD_PART_{key}"] = paths[0]
-    if lines:
-        env["LOOPFD_PARTITIONS"] = "\n".join(lines)
+        key = f"LOOPFD_PART_{p.number}"
+        env.update({key: fd_path, key + "_DEVICE": a.dev.name,
+                    key + "_START": str(p.start_bytes), key + "_SIZE": str(p.size_bytes),
+                    key + "_TYPE": p.type, key + "_TYPE_NAME": p.type_name,
+                    key + "_NAME": p.name, key + "_UUID": p.uuid,
+                    "LOOPFD_SECTOR_SIZE": str(p.sector_size)})
+        for word in _type_words(p):
+            by_type.setdefault(word, []).append(fd_path)
+        words.append(f"{p.number}:{fd_path}:{a.dev.name}:{p.start_bytes}:{p.size_bytes}:"
+                     f"{p.type_name or p.type}")
+    env.update({f"LOOPFD_PART_{w}": paths[0] for w, paths in by_type.items()
+                if len(paths) == 1})
+    if words:
+        env["LOOPFD_PARTITIONS"] = " ".join(words)
     return env
 
 
@@ -433,23 +465,28 @@ def cmd_run(args: list[str]) -> int:
 
 
 def table_json(table: Table, image: str) -> dict[str, object]:
-    """sfdisk --json's shape and field meanings, plus bytes and the sector size."""
+    """The layout and field meanings of sfdisk --json (start and size in
+    sectors, type, uuid, name, bootable), plus number, start_bytes,
+    size_bytes, type_name and extended, as `loopfd partitions --json`."""
     parts = []
     for p in table.partitions:
-        entry: dict[str, object] = {"node": f"{image}{p.number}", "number": p.number,
-                                    "start": p.start, "size": p.size, "type": p.type}
+        entry: dict[str, object] = {
+            "number": p.number, "start": p.start, "size": p.size,
+            "start_bytes": p.start_bytes, "size_bytes": p.size_bytes, "type": p.type,
+            "type_name": p.type_name}
         if table.label == "gpt":
-            entry.update({"uuid": p.uuid})
+            entry["uuid"] = p.uuid
             if p.name:
                 entry["name"] = p.name
-        entry.update({"typename": p.type_name, "offset": p.offset, "sizelimit": p.length})
+        else:
+            if p.bootable:
+                entry["bootable"] = True
+            if p.extended:
+                entry["extended"] = True
         parts.append(entry)
-    pt: dict[str, object] = {"label": table.label, "id": table.id, "device": image,
-                             "unit": "sectors", "sectorsize": table.sector_size}
-    if table.label == "gpt":
-        pt.update({"firstlba": table.first_lba, "lastlba": table.last_lba})
-    pt["partitions"] = parts
-    return {"partitiontable": pt}
+    return {"partitiontable": {"label": table.label, "id": table.id, "device": image,
+                               "unit": "sectors", "sectorsize": table.sector_size,
+                               "partitions": parts}}
 
 
 def cmd_partitions(args: list[str]) -> int:
@@ -473,13 +510,13 @@ def cmd_partitions(args: list[str]) -> int:
     if as_json:
         print(json.dumps(table_json(table, rest[0]), indent=2))
         return 0
-    print(f"{rest[0]}: {table.label}, {table.sector_size}-byte sectors, id {table.id}"
-          f"{', read from the backup GPT' if table.used_backup else ''}")
+    print(f"{rest[0]}: {table.label}, {table.sector_size}-byte sectors, id {table.id}")
     print(f"{'#':>3} {'start':>10} {'sectors':>10} {'offset':>12} {'bytes':>12}  type")
     for p in table.partitions:
         label = f"  '{p.name}'" if p.name else ""
-        print(f"{p.number:>3} {p.start:>10} {p.size:>10} {p.offset:>12} {p.length:>12}  "
-              f"{p.type_name or p.type}{label}")
+        kind = p.type_name or p.type
+        print(f"{p.number:>3} {p.start:>10} {p.size:>10} {p.start_bytes:>12} "
+              f"{p.size_bytes:>12}  {kind}{' (extended)' if p.extended else ''}{label}")
     return 0
 
 

@@ -2,21 +2,28 @@
 
 No kernel partition parser ever sees the image: the caller reads the table
 here, unprivileged, and attaches each partition as an offset/sizelimit
-window with the table's sector size (``Partition.offset``/``.length``).
+window with the table's sector size (``Partition.start_bytes`` and
+``.size_bytes``; ``Session.attach_partition``).
 
-Rules (the same as the C client's, issue 13):
+The rules are the C client's (client/partitions.c, libblkid plus its
+checks), and both are held against ``sfdisk --json``:
 
-* Sector size: the one given, else detected by a GPT header at LBA 1 of
-  512 bytes, then of 4096 bytes; MBR without GPT: 512.
-* GPT: header and entry-array CRCs checked; a bad primary header or array
-  is replaced by the backup at the file's last LBA (as sfdisk and libblkid
-  do), both bad is refused.  A protective MBR without any valid GPT is
-  refused.
-* MBR: primaries 1-4 by slot, logical partitions from 5 by walking the
-  EBR chain; the extended container itself is not listed.
-* Refused, with the partition and the numbers named: an entry that ends
-  before it starts, lies outside the GPT's usable range (or starts at
-  sector 0 in an MBR), overlaps another, or ends past the end of the file.
+* Sector size: the one given; else 4096 if a GPT signature sits at byte
+  4096, else 512.  Signatures at both 512 and 4096 are refused (a crafted
+  or damaged image: give the sector size).
+* GPT: header CRC, its own LBA, the entry array's CRC.  A bad primary
+  header or array is refused even when the backup is good (libblkid would
+  silently take the backup): repair the image first.  A header whose
+  backup or last usable LBA lies past the end of the file (a truncated
+  image) is refused.  A protective MBR without a GPT is no table.
+* MBR: every primary slot's boot indicator must be 0x00 or 0x80 (else it
+  is no MBR, e.g. a FAT boot sector); logical partitions from 5 by walking
+  the EBR chain; the extended container is listed (``extended``) but is
+  never attached.
+* Refused, naming the partition and the numbers: an entry that ends before
+  it starts or lies outside the GPT's usable LBAs, one that starts at
+  sector 0, overlapping partitions (logicals inside their container
+  excepted), partitions past the end of the file.
 
 Every malformed input ends in PartitionError, never in another exception.
 """
@@ -24,67 +31,21 @@ Every malformed input ends in PartitionError, never in another exception.
 from __future__ import annotations
 
 import os
-import platform
 import struct
 import uuid
 import zlib
 from dataclasses import dataclass, field
 from typing import IO, Union
 
+from .dps import MBR_TYPES, gpt_type_name, kind_matches
+
 Image = Union[int, str, "os.PathLike[str]", IO[bytes]]
 
 GPT_SIGNATURE = b"EFI PART"
 MBR_EXTENDED = (0x05, 0x0F, 0x85)
 MBR_PROTECTIVE = 0xEE
-MAX_GPT_ENTRIES_BYTES = 1 << 20  # 8192 entries of 128 bytes; sgdisk's max is 128 KiB
+GPT_MAX_ENTRIES = 65536
 MAX_LOGICALS = 128
-
-# Discoverable Partitions Specification type names.
-_DPS_PLAIN = {
-    "esp": "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
-    "xbootldr": "BC13C2FF-59E6-4262-A352-B275FD6F7172",
-    "swap": "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F",
-    "home": "933AC7E1-2EB4-4F13-B844-0E14E2AEF915",
-    "srv": "3B8F8425-20E0-4F3B-907F-1A25A76F98E8",
-    "var": "4D21B016-B534-45C2-A9FB-5C16E091FD2D",
-    "tmp": "7EC6F557-3BC5-4ACA-B293-16EF5DF639D1",
-    "linux-generic": "0FC63DAF-8483-4772-8E79-3D69D8477DE4",
-}
-_DPS_ROOT = {
-    "x86": "44479540-F297-41B2-9AF7-D131D5F0458A",
-    "x86-64": "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709",
-    "arm": "69DAD710-2CE4-4E3C-B16C-21A1D49ABED3",
-    "arm64": "B921B045-1DF0-41C3-AF44-4C6F280D3FAE",
-    "ia64": "993D8D3D-F80E-4225-855A-9DAF8ED7EA97",
-    "loongarch64": "77055800-792C-4F94-B39A-98C91B762BB6",
-    "ppc": "1DE3F1EF-FA98-47B5-8DCD-4A860A654D78",
-    "ppc64": "912ADE1D-A839-4913-8964-A10EEE08FBD2",
-    "ppc64-le": "C31C45E6-3F39-412E-80FB-4809C4980599",
-    "riscv32": "60D5A7FE-8E7D-435C-B714-3DD8162144E1",
-    "riscv64": "72EC70A6-CF74-40E6-BD49-4BDA08E8F224",
-    "s390": "08A7ACEA-624C-4A20-91E8-6E0FA67D23F9",
-    "s390x": "5EEAD9A9-FE09-4A1E-A1D7-520D00531306",
-}
-_DPS_USR = {
-    "x86": "75250D76-8CC6-458E-BD66-BD47CC81A812",
-    "x86-64": "8484680C-9521-48C6-9C11-B0720656F69E",
-    "arm": "7D0359A3-02B3-4F0A-865C-654403E70625",
-    "arm64": "B0E01050-EE5F-4390-949A-9101B17104E9",
-    "riscv32": "B933FB22-5C3F-4F91-AF90-E2BB0FA50702",
-    "riscv64": "BEAEC34B-8442-439B-A40B-984381ED097D",
-}
-TYPE_NAMES: dict[str, str] = {guid: name for name, guid in _DPS_PLAIN.items()}
-TYPE_NAMES.update({guid: f"root-{arch}" for arch, guid in _DPS_ROOT.items()})
-TYPE_NAMES.update({guid: f"usr-{arch}" for arch, guid in _DPS_USR.items()})
-
-_MACHINE_ARCH = {"x86_64": "x86-64", "i686": "x86", "i386": "x86", "aarch64": "arm64",
-                 "armv7l": "arm", "riscv64": "riscv64", "s390x": "s390x",
-                 "ppc64le": "ppc64-le", "ppc64": "ppc64", "loongarch64": "loongarch64"}
-
-
-def native_arch() -> str:
-    """This machine's DPS architecture suffix (x86-64, arm64, ...)."""
-    return _MACHINE_ARCH.get(platform.machine(), platform.machine())
 
 
 class PartitionError(ValueError):
@@ -93,33 +54,38 @@ class PartitionError(ValueError):
 
 @dataclass(frozen=True)
 class Partition:
-    """One partition, in sectors of the table's sector size (as sfdisk --json)."""
+    """One partition (struct loopfd_partition); start and size in sectors."""
 
     number: int  # GPT entry index + 1; MBR slot 1-4, logicals from 5
     start: int  # first sector
     size: int  # sectors
-    type: str  # GPT type GUID (upper case) or MBR type in hex ("83")
-    uuid: str = ""  # GPT partition GUID (upper case); "" for MBR
-    name: str = ""  # GPT partition name (label); "" for MBR
-    attrs: int = 0  # GPT attribute bits; MBR: 0x80 for the bootable flag
+    type: str  # GPT type GUID (upper case) or MBR type byte in hex ("83")
+    uuid: str = ""  # GPT partition GUID; MBR: the kernel's PARTUUID, DISKID-NN
+    name: str = ""  # GPT partition name; "" for MBR
+    attrs: int = 0  # GPT attribute bits; MBR: the boot indicator
     sector_size: int = 512
     type_name: str = ""  # DPS name (esp, root-x86-64, ...) or ""
+    extended: bool = False  # an MBR extended container (never attached)
 
     @property
-    def offset(self) -> int:
+    def start_bytes(self) -> int:
         """Bytes into the image: attach(offset=...)."""
         return self.start * self.sector_size
 
     @property
-    def length(self) -> int:
+    def size_bytes(self) -> int:
         """Bytes: attach(sizelimit=...)."""
         return self.size * self.sector_size
 
+    @property
+    def bootable(self) -> bool:
+        """MBR: the boot indicator is exactly 0x80 (sfdisk --json's bootable)."""
+        return len(self.type) <= 2 and self.attrs == 0x80
+
     def describe(self) -> str:
-        """One line for messages and listings."""
-        label = f" '{self.name}'" if self.name else ""
-        kind = self.type_name or self.type
-        return f"{self.number} {kind}{label} (sectors {self.start}+{self.size})"
+        """"2 root-x86-64 'root'", for messages and listings."""
+        kind = self.type_name or f"type {self.type}"
+        return f"{self.number} {kind}" + (f" '{self.name}'" if self.name else "")
 
 
 @dataclass(frozen=True)
@@ -130,33 +96,34 @@ class Table:
     id: str  # GPT disk GUID, or the MBR disk signature as 0x%08x
     sector_size: int
     partitions: list[Partition] = field(default_factory=list)
-    first_lba: int = 0  # GPT usable range; 0 for MBR
+    first_lba: int = 0  # GPT usable LBAs; 0 for MBR
     last_lba: int = 0
-    used_backup: bool = False  # GPT: the primary was bad, the backup was read
 
 
 class _Reader:
-    """pread with bounds: short reads and errors become PartitionError."""
+    """pread with bounds: reads outside the file and errors are PartitionError."""
 
-    def __init__(self, fd: int, what: str) -> None:
+    def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.what = what
         try:
             self.size = os.fstat(fd).st_size
         except OSError as e:
-            raise PartitionError(f"{what}: {e.strerror}") from e
+            raise PartitionError(f"fstat: {e.strerror}") from e
 
     def read(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0 or offset + length > self.size:
-            raise PartitionError(f"{self.what}: the table needs bytes {offset}..."
-                                 f"{offset + length} but the file has {self.size}")
+            raise PartitionError(f"the table needs bytes {offset}..{offset + length} "
+                                 f"but the file has {self.size}")
         try:
             data = os.pread(self.fd, length, offset)
         except OSError as e:
-            raise PartitionError(f"{self.what}: reading: {e.strerror}") from e
+            raise PartitionError(f"reading byte {offset}: {e.strerror}") from e
         if len(data) != length:
-            raise PartitionError(f"{self.what}: short read at byte {offset}")
+            raise PartitionError(f"short read at byte {offset}")
         return data
+
+    def has_gpt_signature(self, offset: int) -> bool:
+        return offset + 8 <= self.size and self.read(offset, 8) == GPT_SIGNATURE
 
 
 def _guid(raw: bytes) -> str:
@@ -170,7 +137,8 @@ def _crc_ok(data: bytes, crc_at: int, crc: int) -> bool:
 
 @dataclass(frozen=True)
 class _GptHeader:
-    my_lba: int
+    lba: int
+    alternate: int
     first_usable: int
     last_usable: int
     disk_guid: str
@@ -183,34 +151,29 @@ class _GptHeader:
 _GPT_HEAD = struct.Struct("<8sIIIIQQQQ16sQIII")
 
 
-def _gpt_header(r: _Reader, lba: int, ss: int) -> _GptHeader | str:
-    """The GPT header at lba, or why it is not a valid one."""
-    if (lba + 1) * ss > r.size or lba < 1:
-        return f"no sector {lba}"
+def _gpt_header(r: _Reader, lba: int, ss: int) -> _GptHeader | None:
+    """The valid GPT header at lba (CRC, own LBA, sane fields), or None."""
+    if lba < 1 or (lba + 1) * ss > r.size:
+        return None
     raw = r.read(lba * ss, ss)
-    (sig, _rev, hsize, hcrc, _res, my_lba, _alt, first, last, disk, entries_lba,
+    (sig, _rev, hsize, hcrc, _res, my_lba, alt, first, last, disk, entries_lba,
      count, esize, ecrc) = _GPT_HEAD.unpack_from(raw)
-    if sig != GPT_SIGNATURE:
-        return f"no GPT signature at sector {lba}"
-    if hsize < 92 or hsize > ss or not _crc_ok(raw[:hsize], 16, hcrc):
-        return f"GPT header at sector {lba}: bad size or CRC"
-    if my_lba != lba:
-        return f"GPT header at sector {lba} says it is at sector {my_lba}"
-    if esize < 128 or esize % 8 or count * esize > MAX_GPT_ENTRIES_BYTES:
-        return f"GPT header at sector {lba}: {count} entries of {esize} bytes"
-    if first > last:
-        return f"GPT header at sector {lba}: usable sectors {first}..{last}"
-    return _GptHeader(my_lba, first, last, _guid(disk), entries_lba, count, esize, ecrc)
+    if sig != GPT_SIGNATURE or hsize < 92 or hsize > ss or my_lba != lba:
+        return None
+    if not _crc_ok(raw[:hsize], 16, hcrc) or first > last:
+        return None
+    if esize < 128 or esize > 4096 or esize % 8 or count > GPT_MAX_ENTRIES:
+        return None
+    return _GptHeader(lba, alt, first, last, _guid(disk), entries_lba, count, esize, ecrc)
 
 
-def _gpt_entries(r: _Reader, h: _GptHeader, ss: int) -> bytes | str:
+def _gpt_entries(r: _Reader, h: _GptHeader, ss: int) -> bytes | None:
+    """The header's entry array if it lies in the file and its CRC is right."""
     length = h.count * h.entry_size
-    if h.entries_lba < 1 or (h.entries_lba * ss + length) > r.size:
-        return f"GPT entries at sector {h.entries_lba} lie outside the file"
+    if h.entries_lba < 1 or h.entries_lba * ss + length > r.size:
+        return None
     raw = r.read(h.entries_lba * ss, length)
-    if zlib.crc32(raw) & 0xFFFFFFFF != h.entries_crc:
-        return f"GPT entries at sector {h.entries_lba}: bad CRC"
-    return raw
+    return raw if zlib.crc32(raw) & 0xFFFFFFFF == h.entries_crc else None
 
 
 def _gpt_partitions(h: _GptHeader, raw: bytes, ss: int) -> list[Partition]:
@@ -220,149 +183,190 @@ def _gpt_partitions(h: _GptHeader, raw: bytes, ss: int) -> list[Partition]:
         if e[:16] == b"\0" * 16:
             continue
         first, last, attrs = struct.unpack_from("<QQQ", e, 32)
-        name = e[56:128].decode("utf-16-le", errors="replace").split("\0", 1)[0]
-        kind = _guid(e[:16])
         n = i + 1
-        if last < first:
-            raise PartitionError(f"partition {n}: ends at sector {last} before it "
-                                 f"starts at {first}")
-        if first < h.first_usable or last > h.last_usable:
-            raise PartitionError(f"partition {n}: sectors {first}..{last} lie outside "
-                                 f"the usable range {h.first_usable}..{h.last_usable}")
+        if last < first or first < h.first_usable or last > h.last_usable:
+            raise PartitionError(f"partition {n} (LBA {first}..{last}) lies outside the "
+                                 f"GPT's usable LBAs {h.first_usable}..{h.last_usable} "
+                                 "(or ends before it starts)")
+        kind = _guid(e[:16])
+        name = e[56:128].decode("utf-16-le", errors="replace").split("\0", 1)[0]
         parts.append(Partition(n, first, last - first + 1, kind, _guid(e[16:32]), name,
-                               attrs, ss, TYPE_NAMES.get(kind, "")))
+                               attrs, ss, gpt_type_name(kind)))
     return parts
 
 
-def _read_gpt(r: _Reader, ss: int) -> Table | str:
-    """The GPT with sector size ss (the backup if the primary is bad), or why not."""
-    why = ""
-    backup_lba = r.size // ss - 1
-    for lba in (1, backup_lba):
-        h = _gpt_header(r, lba, ss)
-        if isinstance(h, str):
-            why = why or h
-            continue
-        raw = _gpt_entries(r, h, ss)
-        if isinstance(raw, str):
-            why = why or raw
-            continue
-        parts = _gpt_partitions(h, raw, ss)
-        return Table("gpt", h.disk_guid, ss, parts, h.first_usable, h.last_usable,
-                     used_backup=lba != 1)
-    return why
+def _read_gpt(r: _Reader, ss: int) -> Table:
+    """The GPT at LBA 1 with ss-byte sectors (a signature is there)."""
+    sectors = r.size // ss
+    primary = _gpt_header(r, 1, ss)
+    entries = _gpt_entries(r, primary, ss) if primary else None
+    if primary and entries is not None:
+        if primary.alternate >= sectors or primary.last_usable >= sectors:
+            raise PartitionError(
+                f"the GPT lies past the end of the file: its header (byte {ss}) puts the "
+                f"backup header at LBA {primary.alternate} and the last usable LBA at "
+                f"{primary.last_usable}, but the file has {sectors} sectors of {ss} "
+                f"bytes ({r.size} bytes)")
+        return Table("gpt", primary.disk_guid, ss, _gpt_partitions(primary, entries, ss),
+                     primary.first_usable, primary.last_usable)
+    backup = _gpt_header(r, sectors - 1, ss)
+    if backup and _gpt_entries(r, backup, ss) is not None:
+        raise PartitionError(
+            f"the primary GPT header (LBA 1, byte {ss}) is invalid; only the backup at "
+            f"byte {backup.lba * ss} is good: repair the image first "
+            "(e.g. sfdisk -d IMAGE | sfdisk IMAGE)")
+    raise PartitionError(f"the GPT header at byte {ss} ({ss}-byte sectors) is invalid "
+                         "(bad checksum or fields) and no valid backup header was found "
+                         "at the end of the file")
 
 
-def _mbr_entries(sector: bytes, what: str) -> list[tuple[int, int, int, int]]:
-    """(status, type, start, size) of the four slots of an MBR or EBR."""
-    if sector[510:512] != b"\x55\xaa":
-        raise PartitionError(f"{what}: no 0x55AA signature")
-    out = []
-    for slot in range(4):
-        status, kind, start, size = struct.unpack_from("<B3xB3xII", sector, 446 + 16 * slot)
-        if status not in (0x00, 0x80):
-            raise PartitionError(f"{what}: slot {slot + 1} has boot flag {status:#04x}, "
-                                 "so this is no partition table")
-        out.append((status, kind, start, size))
-    return out
+def _mbr_slots(sector: bytes) -> list[tuple[int, int, int, int]]:
+    """(boot indicator, type, start, size) of the four slots of an MBR or EBR."""
+    return [struct.unpack_from("<B3xB3xII", sector, 446 + 16 * slot) for slot in range(4)]
 
 
-def _logicals(r: _Reader, ext_start: int, ext_size: int, ss: int) -> list[Partition]:
+def _logicals(r: _Reader, ext_start: int, ext_size: int, ss: int,
+              disk_id: int) -> list[Partition]:
     """Walk the EBR chain of the extended partition at ext_start."""
-    parts, seen, ebr = [], set(), ext_start
+    parts: list[Partition] = []
+    seen, ebr = set(), ext_start
     while True:
-        if ebr in seen or len(parts) >= MAX_LOGICALS:
-            raise PartitionError(f"extended partition: the EBR chain loops or has more "
-                                 f"than {MAX_LOGICALS} entries (at sector {ebr})")
+        if ebr in seen or len(seen) >= MAX_LOGICALS:
+            raise PartitionError(f"the EBR chain of the extended partition loops or "
+                                 f"has more than {MAX_LOGICALS} links (at sector {ebr})")
         seen.add(ebr)
-        slots = _mbr_entries(r.read(ebr * ss, ss), f"EBR at sector {ebr}")
-        status, kind, start, size = slots[0]
-        n = 5 + len(parts)
+        sector = r.read(ebr * ss, 512)
+        if sector[510:512] != b"\x55\xaa":
+            raise PartitionError(f"the EBR at sector {ebr} has no 0x55AA signature")
+        slots = _mbr_slots(sector)
+        boot, kind, start, size = slots[0]
         if kind != 0 and size != 0:
+            n = 5 + len(parts)
             first = ebr + start
             if start == 0 or first + size > ext_start + ext_size:
-                raise PartitionError(f"partition {n}: sectors {first}+{size} lie outside "
-                                     f"its extended partition {ext_start}+{ext_size}")
-            parts.append(Partition(n, first, size, f"{kind:x}", attrs=status,
-                                   sector_size=ss))
+                raise PartitionError(f"partition {n} (sectors {first}+{size}) lies "
+                                     f"outside its extended partition "
+                                     f"({ext_start}+{ext_size})")
+            parts.append(Partition(n, first, size, f"{kind:x}", f"{disk_id:08x}-{n:02x}",
+                                   attrs=boot, sector_size=ss,
+                                   type_name=MBR_TYPES.get(kind, "")))
         _, next_kind, next_rel, _ = slots[1]
         if next_kind not in MBR_EXTENDED or next_rel == 0:
             return parts
         ebr = ext_start + next_rel
         if ebr >= ext_start + ext_size:
-            raise PartitionError(f"EBR at sector {ebr} lies outside its extended "
-                                 f"partition {ext_start}+{ext_size}")
+            raise PartitionError(f"the EBR at sector {ebr} lies outside its extended "
+                                 f"partition ({ext_start}+{ext_size})")
 
 
-def _read_mbr(r: _Reader, ss: int) -> Table:
+def _mbr_sector(r: _Reader, ss: int) -> tuple[bytes | None, str]:
+    """The MBR sector if it is one (signature, boot indicators), else why not."""
     if r.size < 512:
-        raise PartitionError(f"{r.what}: {r.size} bytes, too small for a partition table")
+        return None, f"the file has {r.size} bytes"
     sector = r.read(0, 512)
-    slots = _mbr_entries(sector, f"{r.what}: MBR")
-    if any(kind == MBR_PROTECTIVE for _, kind, _, _ in slots):
-        raise PartitionError(f"{r.what}: a protective MBR (GPT disk) but no valid GPT "
-                             "header, primary or backup")
+    if sector[510:512] != b"\x55\xaa":
+        return None, "no MBR signature"
+    for slot, (boot, _, _, _) in enumerate(_mbr_slots(sector), 1):
+        if boot not in (0x00, 0x80):
+            return None, f"MBR slot {slot} has boot indicator {boot:#04x}, so this is no MBR"
+    return sector, ""
+
+
+def _read_mbr(r: _Reader, sector: bytes, ss: int) -> Table:
+    """The MBR's partitions, logical ones included."""
+    slots = _mbr_slots(sector)
+    disk_id = struct.unpack_from("<I", sector, 440)[0]
     parts: list[Partition] = []
-    containers = []
-    for slot, (status, kind, start, size) in enumerate(slots, 1):
+    for slot, (boot, kind, start, size) in enumerate(slots, 1):
         if kind == 0 or size == 0:
             continue
-        if start == 0:
-            raise PartitionError(f"partition {slot}: starts at sector 0, over the MBR")
-        if kind in MBR_EXTENDED:
-            containers.append((slot, start, size))
-            parts.extend(_logicals(r, start, size, ss))
-        else:
-            parts.append(Partition(slot, start, size, f"{kind:x}", attrs=status,
-                                   sector_size=ss))
-    disk_id = struct.unpack_from("<I", sector, 440)[0]
+        ext = kind in MBR_EXTENDED
+        parts.append(Partition(slot, start, size, f"{kind:x}", f"{disk_id:08x}-{slot:02x}",
+                               attrs=boot, sector_size=ss,
+                               type_name=MBR_TYPES.get(kind, ""), extended=ext))
+        if ext and start != 0:
+            parts.extend(_logicals(r, start, size, ss, disk_id))
     parts.sort(key=lambda p: p.number)
-    for slot, start, size in containers:
-        for p in parts:
-            if p.number <= 4 and p.start < start + size and start < p.start + p.size:
-                raise PartitionError(f"partition {p.number}: sectors {p.start}+{p.size} "
-                                     f"overlap extended partition {slot} ({start}+{size})")
     return Table("dos", f"0x{disk_id:08x}", ss, parts)
 
 
-def _check_layout(table: Table, r: _Reader) -> None:
-    """Refuse overlapping partitions and partitions past the end of the file."""
-    ordered = sorted(table.partitions, key=lambda p: p.start)
-    for a, b in zip(ordered, ordered[1:]):
-        if b.start < a.start + a.size:
-            raise PartitionError(f"partition {a.number} (sectors {a.start}+{a.size}) and "
-                                 f"partition {b.number} (sectors {b.start}+{b.size}) overlap")
+def _may_overlap(a: Partition, b: Partition) -> bool:
+    """An extended container holds its logical partitions by design."""
+    return (a.extended and b.number > 4) or (b.extended and a.number > 4)
+
+
+def _check_layout(table: Table, size: int) -> None:
+    """Refuse partitions at sector 0, past the end of the file, or overlapping."""
     for p in table.partitions:
-        if p.offset + p.length > r.size:
-            raise PartitionError(f"partition {p.number}: ends at byte {p.offset + p.length}"
-                                 f" (sector {p.start + p.size}), past the end of "
-                                 f"{r.what} ({r.size} bytes)")
+        if p.start == 0:
+            raise PartitionError(f"partition {p.number} starts at sector 0, over the "
+                                 "partition table")
+        if p.start_bytes + p.size_bytes > size:
+            raise PartitionError(
+                f"partition {p.number} (sectors {p.start}..{p.start + p.size - 1}, bytes "
+                f"{p.start_bytes}..{p.start_bytes + p.size_bytes - 1}) ends past the end "
+                f"of the file ({size} bytes, {size // table.sector_size} sectors of "
+                f"{table.sector_size})")
+    for i, a in enumerate(table.partitions):
+        for b in table.partitions[i + 1:]:
+            if _may_overlap(a, b) or a.start + a.size <= b.start or \
+                    b.start + b.size <= a.start:
+                continue
+            raise PartitionError(
+                f"partitions {a.number} (sectors {a.start}..{a.start + a.size - 1}) and "
+                f"{b.number} (sectors {b.start}..{b.start + b.size - 1}) overlap")
 
 
-def _detect(r: _Reader, sector_size: int | None) -> Table:
-    sizes = [sector_size] if sector_size else [512, 4096]
-    why = []
-    for ss in sizes:
-        found = _read_gpt(r, ss)
-        if isinstance(found, Table):
-            return found
-        why.append(f"{ss}-byte sectors: {found}")
-    try:
-        return _read_mbr(r, sector_size or 512)
-    except PartitionError as e:
-        raise PartitionError(f"{r.what}: no usable partition table (GPT with "
-                             f"{'; '.join(why)}; MBR: {e})") from None
+def detect_sector_size(r: _Reader) -> int:
+    """4096 if a GPT signature sits at byte 4096, else 512; both is refused."""
+    at512, at4k = r.has_gpt_signature(512), r.has_gpt_signature(4096)
+    if at512 and at4k:
+        raise PartitionError("GPT headers at byte 512 and at byte 4096: give the "
+                             "sector size (-b 512 or -b 4096)")
+    return 4096 if at4k else 512
+
+
+def _other_gpt_hint(r: _Reader, ss: int) -> str:
+    for other in (512, 4096):
+        if other != ss and r.has_gpt_signature(other):
+            return f"; a GPT header sits at byte {other}: {other}-byte sectors?"
+    return ""
+
+
+def read_fd(fd: int, sector_size: int | None = None) -> Table:
+    """The table of the open file fd (see read_table)."""
+    if sector_size is not None and (sector_size < 512 or sector_size > 65536 or
+                                    sector_size & (sector_size - 1)):
+        raise PartitionError(f"sector size {sector_size}: not a power of two from 512 "
+                             "to 65536")
+    r = _Reader(fd)
+    ss = sector_size or detect_sector_size(r)
+    # As libblkid: an MBR without a protective (0xEE) entry is the table,
+    # a protective (or hybrid) one announces a GPT at LBA 1.
+    mbr, why = _mbr_sector(r, ss)
+    protective = mbr is not None and any(k == MBR_PROTECTIVE for _, k, _, _ in _mbr_slots(mbr))
+    if mbr is not None and not protective:
+        table = _read_mbr(r, mbr, ss)
+    elif protective and r.has_gpt_signature(ss):
+        table = _read_gpt(r, ss)
+    else:
+        if protective:
+            why = f"a protective MBR but no GPT header at byte {ss}"
+        elif r.has_gpt_signature(ss):
+            why = f"a GPT header at byte {ss} but no protective MBR ({why})"
+        raise PartitionError(f"no partition table found (GPT or MBR, {ss}-byte sectors): "
+                             f"{why}{_other_gpt_hint(r, ss)}")
+    _check_layout(table, r.size)
+    return table
 
 
 def read_table(image: Image, sector_size: int | None = None) -> Table:
-    """Read the partition table of image (a path, an fd or an open file).
+    """Read the partition table of image (a path, an fd or an open binary file).
 
-    sector_size: the logical sector size to read it with (512, 4096, ...);
-    None detects it.  Raises PartitionError naming the partition and the
-    numbers when the table is unusable or refused.
+    sector_size: the logical sector size to read it with; None detects it.
+    Raises PartitionError, its message starting with the image's name, when
+    the table is missing, unusable or refused.
     """
-    if sector_size is not None and (sector_size < 512 or sector_size & (sector_size - 1)):
-        raise PartitionError(f"sector size {sector_size}: not a power of two >= 512")
     if isinstance(image, (str, os.PathLike)):
         what = os.fsdecode(image)
         try:
@@ -370,22 +374,19 @@ def read_table(image: Image, sector_size: int | None = None) -> Table:
         except OSError as e:
             raise PartitionError(f"{what}: {e.strerror}") from e
         try:
-            return _read_fd(fd, what, sector_size)
+            return _named(fd, what, sector_size)
         finally:
             os.close(fd)
     fd = image if isinstance(image, int) else image.fileno()
     name = getattr(image, "name", None)
-    return _read_fd(fd, str(name) if name else f"fd {fd}", sector_size)
+    return _named(fd, str(name) if name else f"fd {fd}", sector_size)
 
 
-def _read_fd(fd: int, what: str, sector_size: int | None) -> Table:
-    r = _Reader(fd, what)
-    table = _detect(r, sector_size)
+def _named(fd: int, what: str, sector_size: int | None) -> Table:
     try:
-        _check_layout(table, r)
+        return read_fd(fd, sector_size)
     except PartitionError as e:
         raise PartitionError(f"{what}: {e}") from None
-    return table
 
 
 def read_partitions(image: Image, sector_size: int | None = None) -> list[Partition]:
@@ -393,31 +394,37 @@ def read_partitions(image: Image, sector_size: int | None = None) -> list[Partit
     return read_table(image, sector_size).partitions
 
 
-def _matches_type_name(p: Partition, sel: str) -> bool:
-    if not p.type_name:
-        return False
-    if sel in ("root", "usr"):  # any architecture's; ambiguity is reported
-        return p.type_name.startswith(sel + "-")
-    return p.type_name == sel
+def _matches(p: Partition, sel: str) -> bool:
+    if sel.isdigit() and sel.isascii():
+        return p.number == int(sel)
+    mbr = len(p.type) <= 2
+    if mbr and sel[:2].lower() == "0x":
+        try:
+            return int(sel[2:], 16) == int(p.type, 16)
+        except ValueError:
+            return False
+    return ((not mbr and p.type == sel.upper()) or
+            (p.type_name != "" and (p.type_name == sel or kind_matches(p.type_name, sel)))
+            or (p.name != "" and p.name == sel))
+
+
+def _listing(parts: list[Partition]) -> str:
+    text = ", ".join(p.describe() for p in parts)
+    return "".join("?" if ord(c) < 0x20 or ord(c) == 0x7F else c for c in text)
 
 
 def select(table: Table, selector: str) -> Partition:
-    """The one partition selector names: a number, a type GUID, a DPS type name
-    (esp, root, root-x86-64, ...) or a GPT partition name.  An ambiguous or
-    unmatched selector raises PartitionError listing what the table holds.
+    """The one partition selector names (loopfd_partition_select): a number, a
+    GPT name, a type GUID, an MBR type (0x83) or a DPS type name (esp,
+    root-x86-64, or root/usr/... alone for any architecture).  No match or
+    several raise PartitionError listing the table.
     """
-    parts = table.partitions
-    if selector.isdigit():
-        found = [p for p in parts if p.number == int(selector)]
-    elif len(selector) == 36 and selector.count("-") == 4:
-        found = [p for p in parts if p.type == selector.upper()]
-    else:
-        found = [p for p in parts if _matches_type_name(p, selector) or p.name == selector]
+    found = [p for p in table.partitions if _matches(p, selector)]
     if len(found) == 1:
         return found[0]
-    held = "; ".join(p.describe() for p in parts) or "no partitions"
-    if not found:
-        raise PartitionError(f"no partition matches '{selector}'; the table holds: {held}")
-    raise PartitionError(f"'{selector}' matches partitions "
-                         f"{', '.join(str(p.number) for p in found)}; the table holds: "
-                         f"{held}")
+    if found:
+        raise PartitionError(f"partition '{selector}' is ambiguous: {len(found)} "
+                             f"partitions match: {_listing(found)} (select one by number)")
+    raise PartitionError(f"no partition matches '{selector}' (a number, type name, type "
+                         f"GUID or GPT name); the {table.label} table holds: "
+                         f"{_listing(table.partitions) or 'nothing'}")

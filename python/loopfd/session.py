@@ -23,6 +23,7 @@ from . import spawn as _spawn
 from . import transport
 from .errors import (BusyError, ConnectError, DataLostError, DeviceChangedError, Error,
                      ProtocolError, from_reply)
+from .partitions import Partition
 
 #: What attach() accepts as the backing file: an open file, an fd, or a path.
 Image = Union[int, str, "os.PathLike[str]", IO[bytes]]
@@ -261,7 +262,7 @@ class Session:
         name = name or _image_name(image)
         opened = -1
         if isinstance(image, (str, os.PathLike)):
-            opened = backing = _open_image(name, read_only)
+            opened = backing = _open_image(os.fsdecode(image), read_only)
         else:
             backing = image if isinstance(image, int) else image.fileno()
         try:
@@ -280,6 +281,21 @@ class Session:
         self.held[dev.id] = dev  # the helper holds it, whatever follows
         self._check_device_fd(dev)
         return dev
+
+    def attach_partition(self, image: Image, partition: Partition, *,
+                         read_only: bool = False, direct_io: bool = False,
+                         grant: bool = False, name: str | None = None) -> Device:
+        """Attach one partition of image (loopfd_attach_partition): a window of
+        the partition's bytes with the table's sector size."""
+        if partition.extended:
+            raise Error(f"attach partition {partition.number}: an MBR extended "
+                        "partition holds only the logical ones (5 and up); attach those",
+                        errno=errno.EINVAL)
+        label = name or f"{_image_name(image)} partition {partition.number}"
+        return self.attach(image, offset=partition.start_bytes,
+                           sizelimit=partition.size_bytes, read_only=read_only,
+                           sector_size=partition.sector_size, direct_io=direct_io,
+                           grant=grant, name=label)
 
     def _check_device_fd(self, dev: Device) -> None:
         """The fd must be the device the reply names, or we write elsewhere."""

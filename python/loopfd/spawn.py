@@ -48,6 +48,23 @@ def no_new_privs() -> bool:
     return bool(libc.prctl(_PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1)
 
 
+def user_namespace() -> str | None:
+    """This process's uid_map when it is not the initial user namespace's.
+
+    Only the initial namespace maps all 2^32 ids from 0; in any other the
+    kernel ignores the setuid bit of a file whose owner is not mapped, and
+    even where root is mapped the helper's ids are not the machine's.
+    """
+    try:
+        with open("/proc/self/uid_map", encoding="ascii") as f:
+            fields = f.read().split()[:3]
+    except OSError:
+        return None  # no /proc: the other checks still apply
+    if len(fields) != 3 or fields == ["0", "0", "4294967295"]:
+        return None
+    return " ".join(fields)
+
+
 def check_can_spawn(path: str) -> None:
     """Say plainly why a setuid helper would run without privilege."""
     if os.geteuid() != 0 and no_new_privs():
@@ -56,6 +73,13 @@ def check_can_spawn(path: str) -> None:
             "so a setuid helper cannot gain privilege here; use socket mode: set "
             "LOOPFD_SOCKET or socket= to the socket of a `loopfd-helper --listen PATH` "
             "daemon", errno=errno.EPERM)
+    uid_map = user_namespace()
+    if uid_map is not None:
+        raise ConnectError(
+            f"connect: this process runs in a user namespace (uid_map {uid_map}), where "
+            "a setuid helper cannot gain privilege; use socket mode: set LOOPFD_SOCKET "
+            "or socket= to the socket of a `loopfd-helper --listen PATH` daemon (or of "
+            "the loopfd.socket unit) bound into the namespace", errno=errno.EPERM)
     try:
         st = os.stat(path)
     except OSError as e:

@@ -237,18 +237,23 @@ class SessionTest(unittest.TestCase):
         self.assertEqual(loopfd.select(table, "root"), root)
         with connect() as s:
             for part, mark in ((esp, b"E"), (root, b"R")):
-                with s.attach(img, offset=part.offset, sizelimit=part.length,
+                with s.attach(img, offset=part.start_bytes, sizelimit=part.size_bytes,
                               sector_size=table.sector_size) as dev:
-                    self.assertEqual((dev.size, dev.sector_size), (part.length, ss))
+                    self.assertEqual((dev.size, dev.sector_size), (part.size_bytes, ss))
                     os.pwrite(dev.fd, mark * ss, 0)
-                    os.pwrite(dev.fd, mark * ss, part.length - ss)
+                    os.pwrite(dev.fd, mark * ss, part.size_bytes - ss)
         with open(img, "rb") as f:
             for part, mark in ((esp, b"E"), (root, b"R")):
-                self.assertEqual(os.pread(f.fileno(), ss, part.offset), mark * ss)
-                self.assertEqual(os.pread(f.fileno(), ss, part.offset + part.length - ss),
+                self.assertEqual(os.pread(f.fileno(), ss, part.start_bytes), mark * ss)
+                self.assertEqual(os.pread(f.fileno(), ss, part.start_bytes + part.size_bytes - ss),
                                  mark * ss)
-                self.assertNotEqual(os.pread(f.fileno(), 1, part.offset - 1), mark)
+                self.assertNotEqual(os.pread(f.fileno(), 1, part.start_bytes - 1), mark)
         self.assertEqual(loopfd.read_table(img).partitions, table.partitions)
+        with connect() as s, s.attach_partition(img, root, read_only=True) as dev:
+            self.assertEqual((dev.offset, dev.sizelimit, dev.sector_size),
+                             (root.start_bytes, root.size_bytes, ss))
+            self.assertEqual(dev.image, f"{img} partition 2")
+            self.assertEqual(os.pread(dev.fd, 1, 0), b"R")
 
 
 class SetuidTest(unittest.TestCase):
@@ -408,6 +413,13 @@ class ApiErrorTest(unittest.TestCase):
         with self.assertRaises(loopfd.BadOptionError):
             self.session.release(dev, timeout=601)
         self.assertIn(dev.id, self.session.held)  # nothing was done: still held
+
+    def test_no_grant_of_a_read_only_device(self) -> None:
+        img = make_image(self.dir, "img", MiB)
+        msg = self.refused(loopfd.BadOptionError, img, read_only=True, grant=True)
+        self.assertIn("read-only", msg)
+        with open(img, "rb") as f:
+            self.refused(loopfd.BadOptionError, f, grant=True)
 
     def test_odd_sized_file_loses_its_tail(self) -> None:
         img = make_image(self.dir, "img", MiB + 100)

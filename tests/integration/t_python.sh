@@ -93,7 +93,14 @@ if as_nobody bwrap --unshare-all --die-with-parent --ro-bind / / --dev /dev \
 fi
 grep -q "ConnectError: connect: no_new_privs is set" "$T/err" || fail "no clear error: $(cat "$T/err")"
 grep -q "LOOPFD_SOCKET" "$T/err" || fail "no pointer to socket mode: $(cat "$T/err")"
-# ...and socket mode works there, and from a user namespace.
+# A user namespace: the same, naming the namespace.
+if as_nobody env PYTHONPATH="$site" unshare -Ur $PY -c 'import loopfd; loopfd.connect()' \
+	2> "$T/err"; then
+	fail "setuid spawn in a user namespace claimed success"
+fi
+grep -q "ConnectError: connect: this process runs in a user namespace" "$T/err" \
+	|| fail "no clear error in a user namespace: $(cat "$T/err")"
+# ...and socket mode works in both.
 writer='import os, loopfd
 with loopfd.connect() as s, s.attach(os.environ["IMG"]) as dev:
     os.write(dev.fd, b"sandboxed" * 512)'
