@@ -104,6 +104,21 @@ class AgainstSfdisk(unittest.TestCase):
         self.assertEqual(table.partitions[4].uuid, f"{table.id[2:]}-05")
         self.assertEqual(table.partitions[4].type_name, "swap")
 
+    def test_mbr_many_logicals_and_a_stray_boot_byte(self) -> None:
+        img = make_image(self.dir, "mbr13", 64 * MiB)
+        sfdisk(img, 512, "label: dos\nsize=2MiB\nsize=2MiB\ntype=5\n" +
+               "size=1MiB\n" * 9)
+        table = read_table(img)
+        self.assertEqual([p.number for p in table.partitions], [1, 2, 3, *range(5, 14)])
+        self.assertEqual(select(table, "10").uuid, f"{table.id[2:]}-0a")
+        # an EBR's boot indicator with bit 7 set but not 0x80: not bootable
+        ebr = select(table, "7").start - 2048
+        with open(img, "r+b") as f:
+            os.pwrite(f.fileno(), b"\xb7", ebr * 512 + 446)
+        table = read_table(img)
+        self.assertFalse(select(table, "7").bootable)
+        self.same(table, img, 512)
+
     def test_hybrid_mbr_reads_as_the_gpt(self) -> None:
         img = self.gpt(512, "hybrid")
         subprocess.run(["sgdisk", "-h", "1", img], check=True, capture_output=True)
@@ -373,14 +388,16 @@ class CommandLine(unittest.TestCase):
         sfdisk(img, 512, MBR_SCRIPT)
         r = self.run_cli("--partitions", img, "--", "sh", "-c",
                          'echo "$LOOPFD_DEVICES"; echo "$LOOPFD_PARTITIONS"; '
-                         'echo "$LOOPFD_PART_SWAP $LOOPFD_PART_5 $LOOPFD_PART_3"; '
+                         'echo "$LOOPFD_PART_SWAP $LOOPFD_PART_5 $LOOPFD_PART_3'
+                         '${LOOPFD_PART_LINUX_GENERIC-unset}"; '
                          'blockdev --getsize64 /dev/fd/3 2>/dev/null || true')
         self.assertEqual(r.returncode, 0, r.stderr)
         out = r.stdout.splitlines()
         # fd 3 the disk, then 1, 2, 4, 5, 6: the extended container is not attached
         self.assertEqual(out[0], " ".join(f"/dev/fd/{k}" for k in range(3, 9)))
         self.assertEqual([w.split(":")[0] for w in out[1].split()], ["1", "2", "4", "5", "6"])
-        self.assertEqual(out[2], "/dev/fd/7 /dev/fd/7 ")
+        # three linux-generic partitions: no LOOPFD_PART_LINUX_GENERIC
+        self.assertEqual(out[2], "/dev/fd/7 /dev/fd/7 unset")
 
     def test_usage_errors(self) -> None:
         for args in (["run", "img"], ["run", "--", "true"], ["run", "img", "--"],
