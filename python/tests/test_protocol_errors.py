@@ -4,11 +4,13 @@ maps to its exception; and the order of checks PROTOCOL.md states holds."""
 from __future__ import annotations
 
 import os
+import socket
 import struct
+import time
 import unittest
 
 import loopfd
-from loopfd import errors, protocol as P
+from loopfd import errors, protocol as P, transport
 
 from common import MiB, ask, make_image, mode, raw_socket, test_dir
 
@@ -95,6 +97,62 @@ class RawProtocolTest(unittest.TestCase):
         self.assertEqual(reply.body.id, 1)
         reply = ask(self.sock, P.release(100, reply.body.id, 5000))
         self.assertEqual(reply.op, P.OP_RELEASE | P.REPLY)
+
+
+class DeadlineTest(unittest.TestCase):
+    """PROTOCOL.md's two deadlines, measured together (one 11-second wait)."""
+
+    def setUp(self) -> None:
+        mode()
+
+    def test_hello_deadline_and_unread_replies(self) -> None:
+        silent = raw_socket()        # never says HELLO: closed after 10 s
+        lazy = raw_socket()          # HELLO, then 200 requests it does not read yet
+        stuck = raw_socket()         # HELLO, then requests until the helper's send blocks
+        for sock in (silent, lazy, stuck):
+            self.addCleanup(sock.close)
+            sock.settimeout(30)  # a wrong guess fails, never hangs
+        transport.send(silent, P.encode(9, 1))  # junk does not extend the deadline
+        self.assertEqual(ask(lazy, P.hello(1)).op, P.OP_HELLO | P.REPLY)
+        self.assertEqual(ask(stuck, P.hello(1)).op, P.OP_HELLO | P.REPLY)
+        for seq in range(2, 202):
+            transport.send(lazy, P.list_devices(seq))
+        # Send until our sends stay blocked for a second: the helper then
+        # no longer reads, as its own send of a reply is blocked.
+        stuck.setblocking(False)
+        sent, blocked_since = 0, None
+        while blocked_since is None or time.monotonic() - blocked_since < 1:
+            try:
+                transport.send(stuck, P.list_devices(sent + 2))
+                sent, blocked_since = sent + 1, None
+            except BlockingIOError:
+                blocked_since = blocked_since or time.monotonic()
+                time.sleep(0.05)
+        stuck.setblocking(True)
+        stuck.settimeout(30)
+        time.sleep(11)
+        # the silent one: its one error reply, then the end
+        self.assertEqual(exception_for(ask_reply(silent)).reason, P.Reason.UNKNOWN_OP)
+        self.assertEqual(transport.recv(silent).data, b"")
+        # the lazy one: all 200 replies in order, and the session still serves
+        for seq in range(2, 202):
+            self.assertEqual(P.decode_reply(transport.recv(lazy).data).seq, seq)
+        self.assertEqual(ask(lazy, P.list_devices(999)).seq, 999)
+        # the stuck one: the end (the helper's send blocked 10 s); the requests
+        # it left unread make the kernel report a reset rather than EOF
+        got = 0
+        try:
+            while transport.recv(stuck).data:
+                got += 1
+        except ConnectionResetError:
+            pass
+        self.assertLess(got, sent)
+        with self.assertRaises(OSError):
+            ask(stuck, P.list_devices(1))
+
+
+def ask_reply(sock: socket.socket) -> P.Reply:
+    return P.decode_reply(transport.recv(sock).data)
 
 
 class MappingTest(unittest.TestCase):

@@ -46,8 +46,9 @@ suite() {	# suite MODE SOCKET TESTS...
 
 suite setuid "" test_client test_protocol_errors test_partitions test_fake_helper
 
-# (SetuidTest is about the spawned helper only)
-socket_tests="test_client.SessionTest test_client.CliRunTest test_client.ApiErrorTest test_protocol_errors"
+# (SetuidTest is about the spawned helper only; the deadlines, 12 s, run once)
+socket_tests="test_client.SessionTest test_client.CliRunTest test_client.ApiErrorTest
+	test_protocol_errors.RawProtocolTest test_protocol_errors.MappingTest"
 sock=$T/loopfd.sock
 "$HELPER" --listen "$sock" 2> "$T/daemon.log" &
 remember_pid $!
