@@ -133,6 +133,7 @@ class DeadlineTest(unittest.TestCase):
         time.sleep(11)
         # the silent one: its one error reply, then the end
         self.assertEqual(exception_for(ask_reply(silent)).reason, P.Reason.UNKNOWN_OP)
+        silent.settimeout(1)  # closed already, not merely later
         self.assertEqual(transport.recv(silent).data, b"")
         # the lazy one: all 200 replies in order, and the session still serves
         for seq in range(2, 202):
