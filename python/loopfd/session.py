@@ -123,10 +123,17 @@ class Device:
 
     def __exit__(self, exc_type: type[BaseException] | None,
                  exc: BaseException | None, tb: TracebackType | None) -> None:
-        if self.session is not None and self.id in self.session.held:
-            self.release()
-        else:
+        """Release; a failure raises, or, while another exception is on its
+        way out, is added to that one as a note rather than replacing it."""
+        if self.session is None or self.id not in self.session.held:
             self.close_fd()
+            return
+        try:
+            self.release(self.session.release_timeout)
+        except Error as failure:
+            if exc is None:
+                raise
+            exc.add_note(str(failure))
 
 
 def _image_name(image: Image) -> str:
@@ -165,8 +172,8 @@ class Session:
         self._broken = False
         self._lingers = False  # a device released busy or changed
         self.held: dict[int, Device] = {}  # attached, not yet released
-        #: seconds a device's release waits for other openers when the
-        #: session's with-block ends (Session.__exit__)
+        #: seconds a release waits for other openers when a device's or the
+        #: session's with-block ends
         self.release_timeout = DEFAULT_TIMEOUT
         self.info = Info(0, 0, 0, 0, 0, 0, 0)
 
@@ -413,10 +420,15 @@ class Session:
 
     def __exit__(self, exc_type: type[BaseException] | None,
                  exc: BaseException | None, tb: TracebackType | None) -> None:
-        """Release what is still held (raising a failure), then close."""
+        """Release what is still held (raising a failure, or adding it as a
+        note to an exception already on its way out), then close."""
         try:
             if not self._broken and self._sock is not None:
                 self.release_all(self.release_timeout)
+        except Error as failure:
+            if exc is None:
+                raise
+            exc.add_note(str(failure))
         finally:
             self.close()
 

@@ -83,6 +83,22 @@ class SessionTest(unittest.TestCase):
         holder.kill()
         self.assertTrue(detached(dev))
 
+    def test_failed_release_does_not_hide_the_exception_in_flight(self) -> None:
+        img = make_image(self.dir, "img", 4 * MiB)
+        with connect() as s:
+            s.release_timeout = 0.2
+            with self.assertRaises(KeyError) as cm:
+                with s.attach(img) as dev:
+                    holder = subprocess.Popen(["sleep", "60"], pass_fds=[dev.fd])
+                    self.addCleanup(holder.wait)
+                    self.addCleanup(holder.kill)
+                    raise KeyError("the stage failed")
+            notes = getattr(cm.exception, "__notes__", [])
+            self.assertEqual(len(notes), 1, notes)
+            self.assertRegex(notes[0], rf"release of {dev.path} \(image {img}\) failed: busy")
+        holder.kill()
+        self.assertTrue(detached(dev))
+
     def test_read_only(self) -> None:
         img = make_image(self.dir, "img", 4 * MiB, b"original")
         with connect() as s:
