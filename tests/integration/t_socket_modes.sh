@@ -15,16 +15,20 @@ wait_until 5 test -S "$sock" || fail "daemon did not create $sock"
 [ "$(stat -c %a "$sock")" = 666 ] || fail "socket mode $(stat -c %a "$sock"), want 666"
 
 writer='cat "$1" >&3 && [ "$(head -c 16 <&3 | wc -c)" = 16 ]'
+# exit 20 if any loop node (loop-control, loopN) is in /dev; the control:
+# the host's /dev has them.
+noloop='for n in /dev/loop*; do [ -e "$n" ] && exit 20; done; exit 0'
+if sh -c "$noloop"; then fail "the no-loop-node check passes on the host's /dev"; fi
 
 # 1. bubblewrap: everything unshared, a /dev without loop nodes, the socket
 #    bind-mounted in.  The client is uid 65534 and has no_new_privs.
 as_nobody bwrap --unshare-all --die-with-parent --ro-bind / / --dev /dev \
 	--bind "$T" "$T" --ro-bind "$PREFIX" "$PREFIX" \
-	sh -c 'ls /dev/loop-control /dev/loop0 2>/dev/null && exit 20
+	sh -c 'sh -c "$5" || exit 20
 	       grep -q "^NoNewPrivs:[[:space:]]*1" /proc/self/status || exit 21
 	       exec "$0" run --socket "$1" "$2" -- sh -c "$3" sh "$4"' \
-	"$LOOPFD" "$sock" "$T/img" "$writer" "$T/data" 2> "$T/err" \
-	|| { cat "$T/err"; fail "client inside bwrap failed"; }
+	"$LOOPFD" "$sock" "$T/img" "$writer" "$T/data" "$noloop" 2> "$T/err" \
+	|| { rc=$?; cat "$T/err"; fail "client inside bwrap failed (status $rc; 20: loop nodes, 21: no NNP)"; }
 cmp -n $((2 << 20)) "$T/data" "$T/img" || fail "data from the bwrap client missing"
 assert_no_device_for "$T/img"
 
