@@ -1,14 +1,25 @@
 # loopfd: build, install, test.
 #
-#   make                      build into $(O) (default: build/)
-#   make install              PREFIX, SYSCONFDIR, RUNSTATEDIR, DESTDIR respected
+#   make                      build the product into $(O) (default: build/):
+#                             loopfd, loopfd-helper, libloopfd.{a,so}, loopfd.pc
+#   make install              installs what `make` built; never compiles
+#                             (NO_SETUID=1: no setuid bit even as root).
+#                             PREFIX, SYSCONFDIR, RUNSTATEDIR, DESTDIR respected
 #   make check                unit + integration + hostile + fuzz smoke (as root)
 #   make demo                 the quick-start job, as uid 65534 on a scratch image
 #   make deps                 install missing Debian packages (apt-get)
+#   make test-programs        the probes and clients the tests and bench use
 #   make bench                benchmarks (not part of check)
 #   make fuzz FUZZ_SECONDS=N  libFuzzer over the decoder
 #   make analyze              cppcheck + clang-tidy
 #   make asan                 build and run the unit tests under ASan/UBSan
+#
+# Build flags: CFLAGS, CPPFLAGS and LDFLAGS from the environment or the
+# command line are used as given and come last; a hardening flag is added
+# only when they do not already choose it.  WERROR=1 turns warnings into
+# errors (make check and CI set it; a distribution's newer compiler must not
+# fail the build on a new warning).  STATIC=1 (default) links both programs
+# as static PIEs, STATIC=0 dynamically (SECURITY.md: "Static or dynamic").
 #
 # Paths are compiled in: changing PREFIX, SYSCONFDIR or RUNSTATEDIR rebuilds.
 
@@ -22,17 +33,30 @@ RUNSTATEDIR ?= /run/loopfd
 DESTDIR     ?=
 O           ?= build
 VERSION     := 1.0.0
+STATIC      ?= 1
+WERROR      ?= 0
 
 CC      ?= cc
 CLANG   ?= clang
-HARDEN  := -D_FORTIFY_SOURCE=3 -fstack-protector-strong -fstack-clash-protection \
-           -fcf-protection
-WARN    := -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wstrict-prototypes \
-           -Wmissing-prototypes -Wno-unused-parameter
 CFLAGS  ?= -O2 -g
-CPPFLAGS_ALL := -D_GNU_SOURCE -I$(O) -Iprotocol -Isandbox -Ihelper -Iclient
+
+# Hardening, each flag only where the caller's flags do not already decide
+# it (dpkg-buildflags passes -D_FORTIFY_SOURCE=2: defining it twice is an
+# error under -Werror).  -U first: some compilers predefine it.
+given    = $(findstring $(1),$(CPPFLAGS) $(CFLAGS))
+TARGET_MACHINE := $(shell $(CC) -dumpmachine 2>/dev/null)
+IS_X86   := $(filter x86_64-% i386-% i486-% i586-% i686-%,$(TARGET_MACHINE))
+HARDEN_CPP := $(if $(call given,_FORTIFY_SOURCE),,-U_FORTIFY_SOURCE -D_FORTIFY_SOURCE=3)
+HARDEN  := $(if $(call given,-fstack-protector),,-fstack-protector-strong) \
+           $(if $(call given,-fstack-clash-protection),,-fstack-clash-protection) \
+           $(if $(IS_X86),$(if $(call given,-fcf-protection),,-fcf-protection))
+WARN    := -Wall -Wextra -Wformat=2 -Wshadow -Wstrict-prototypes \
+           -Wmissing-prototypes -Wno-unused-parameter $(if $(filter 1,$(WERROR)),-Werror)
+CPPFLAGS_ALL := -D_GNU_SOURCE -I$(O) -Iprotocol -Isandbox -Ihelper -Iclient $(HARDEN_CPP) $(CPPFLAGS)
 CFLAGS_ALL   := -std=gnu11 $(WARN) $(HARDEN) $(CFLAGS)
 LDFLAGS_ALL  := -Wl,-z,relro,-z,now -Wl,--as-needed $(LDFLAGS)
+# Programs: static PIE or dynamic PIE (STATIC=0).
+PROG_LINK := $(if $(filter 1,$(STATIC)),-static-pie,-pie)
 
 PROTO_SRC   := $(wildcard protocol/*.c)
 # sandbox/seccomp_policy.c is a build tool: it compiles the seccomp rules
@@ -40,6 +64,8 @@ PROTO_SRC   := $(wildcard protocol/*.c)
 SECCOMP_POLICY := sandbox/seccomp_policy.c
 SANDBOX_SRC := $(filter-out $(SECCOMP_POLICY),$(wildcard sandbox/*.c))
 HELPER_SRC  := $(wildcard helper/*.c)
+# One line per source file: add a client/ source with `LIB_SRC += ...`
+# (the library, also linked into the CLI) or `CLI_SRC += ...` (the command).
 LIB_SRC     := client/libloopfd.c
 CLI_SRC     := client/cli.c
 
@@ -51,48 +77,62 @@ CLI      := $(O)/loopfd
 LIB_A    := $(O)/libloopfd.a
 LIB_SO   := $(O)/libloopfd.so.1
 PC       := $(O)/loopfd.pc
+PRODUCT  := $(HELPER) $(CLI) $(LIB_A) $(LIB_SO) $(PC)
 
 .PHONY: all install uninstall check unit integration hostile fuzz-smoke fuzz \
-        demo deps bench analyze asan asan-cli clean
+        demo deps bench analyze asan asan-cli clean test-programs installable
 
-all: $(HELPER) $(CLI) $(LIB_A) $(LIB_SO) $(PC) test-programs
+all: $(PRODUCT)
 
-# Compiled-in paths live in one generated header, rewritten only when a path
-# changes, so that every object that uses a path is rebuilt then and only then.
-$(O)/paths.h: FORCE
+# Compiled-in paths.  $(O)/paths.stamp holds the values the build was made
+# with; it is remade only when they differ from this invocation's, so that
+# paths.h and loopfd.pc (and every object using a path) are rebuilt then and
+# only then, and an unchanged tree rebuilds nothing.  `make install` compares
+# the same values to refuse installing a build made for other paths.
+PATHS := $(VERSION)|$(PREFIX)|$(LIBEXECDIR)|$(SYSCONFDIR)|$(RUNSTATEDIR)|$(LIBDIR)|$(INCLUDEDIR)
+BUILT_PATHS := $(file <$(O)/paths.stamp)
+ifneq ($(PATHS),$(BUILT_PATHS))
+.PHONY: $(O)/paths.stamp
+endif
+$(O)/paths.stamp:
 	@mkdir -p $(O)
+	@printf '%s\n' '$(PATHS)' > $@
+
+$(O)/paths.h: $(O)/paths.stamp
 	@printf '#define LOOPFD_VERSION "%s"\n#define LOOPFD_HELPER_PATH "%s"\n#define LOOPFD_CONFIG_PATH "%s"\n#define LOOPFD_RUNDIR "%s"\n' \
 		'$(VERSION)' '$(LIBEXECDIR)/loopfd-helper' '$(SYSCONFDIR)/loopfd.conf' \
 		'$(RUNSTATEDIR)' > $@.tmp
-	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
-FORCE:
+	@mv $@.tmp $@
 
 # The helper's seccomp programs, compiled from the policy by libseccomp on
 # the build machine (so the helper needs no rule compiler at run time).
 # (seccomp.h: a libseccomp upgrade regenerates the programs)
 $(O)/seccomp_policy: $(SECCOMP_POLICY) $(wildcard /usr/include/seccomp.h)
 	@mkdir -p $(O)
-	$(CC) $(CPPFLAGS_ALL) $(CPPFLAGS) $(CFLAGS_ALL) -pie -fPIE $(LDFLAGS_ALL) $< -lseccomp -o $@
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -pie -fPIE $(LDFLAGS_ALL) $< -lseccomp -o $@
 
 $(O)/seccomp_filters.h: $(O)/seccomp_policy
 	$< > $@.tmp && mv $@.tmp $@
 
 $(O)/sandbox/seccomp.o: $(O)/seccomp_filters.h
 
-$(O)/%.o: %.c $(O)/paths.h $(wildcard */*.h)
-	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS_ALL) $(CPPFLAGS) $(CFLAGS_ALL) -fPIE -c $< -o $@
+# Header dependencies from the compiler (-MMD): an object is rebuilt when a
+# header it includes changes, and only then.
+DEPFLAGS = -MMD -MP
+-include $(shell find $(O) -name '*.d' 2>/dev/null)
 
-$(O)/pic/%.o: %.c $(O)/paths.h $(wildcard */*.h)
+$(O)/%.o: %.c $(O)/paths.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS_ALL) $(CPPFLAGS) $(CFLAGS_ALL) -fPIC -fvisibility=hidden -c $< -o $@
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) $(DEPFLAGS) -fPIE -c $< -o $@
 
-# The helper is a static PIE: a setuid program that needs no dynamic loader
-# cannot be steered by the loader's environment, still starts when the caller
-# left it no free fd (RLIMIT_NOFILE) to open a shared library with, and
-# execs about as fast as a static no-op.
+$(O)/pic/%.o: %.c $(O)/paths.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) $(DEPFLAGS) -fPIC -fvisibility=hidden -c $< -o $@
+
+# The helper: static PIE by default (STATIC=1).  SECURITY.md, "Static or
+# dynamic", has the measured start-up cost of each and the reason.
 $(HELPER): $(call objs,$(HELPER_SRC) $(SANDBOX_SRC) $(PROTO_SRC))
-	$(CC) $(CFLAGS_ALL) -static-pie $(LDFLAGS_ALL) $^ -lcap -o $@
+	$(CC) $(CFLAGS_ALL) $(PROG_LINK) $(LDFLAGS_ALL) $^ -lcap -o $@
 
 $(LIB_A): $(call objs,$(LIB_SRC) $(PROTO_SRC))
 	rm -f $@ && ar rcs $@ $^
@@ -101,18 +141,18 @@ $(LIB_SO): $(call pics,$(LIB_SRC) $(PROTO_SRC))
 	$(CC) $(CFLAGS_ALL) -shared $(LDFLAGS_ALL) -Wl,-soname,libloopfd.so.1 $^ -o $@
 	ln -sf libloopfd.so.1 $(O)/libloopfd.so
 
-# The CLI is a static PIE too: `loopfd run` starts three programs where
-# losetup starts two, and a static exec saves the dynamic loader's work.
-CLI_LINK ?= -static-pie
+# The CLI links libloopfd statically in either case: `loopfd run` starts
+# three programs where losetup starts two, and a static exec saves the
+# dynamic loader's work.
+CLI_LINK ?= $(PROG_LINK)
 $(CLI): $(call objs,$(CLI_SRC)) $(LIB_A)
 	$(CC) $(CFLAGS_ALL) $(CLI_LINK) $(LDFLAGS_ALL) $^ -o $@
 
-# Rewritten when a path changes, like paths.h.
-$(PC): client/loopfd.pc.in FORCE
+$(PC): client/loopfd.pc.in $(O)/paths.stamp
 	@mkdir -p $(dir $@)
 	@sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
 	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@.tmp
-	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
+	@mv $@.tmp $@
 
 # ---- test programs (built with the same flags; not installed) -------------
 TEST_PROGS := $(O)/tests/seccomp_probe $(O)/tests/hostile_exec $(O)/tests/marker_preload.so \
@@ -161,15 +201,27 @@ unit: $(UNIT_TESTS)
 	@for t in $(UNIT_TESTS); do echo "== $$t"; $$t || exit 1; done
 
 # ---- install ---------------------------------------------------------------
-install: all
+# Installs what `make` built and never builds: `sudo make install` must not
+# compile as root in the user's tree.  Run with the same path variables as
+# the build (they are compiled in).
+installable:
+	@for f in $(PRODUCT); do \
+		[ -e "$$f" ] || { echo "make install: $$f is missing: run 'make' first (as yourself, with the same PREFIX, SYSCONFDIR, RUNSTATEDIR, O)" >&2; exit 1; }; \
+	done
+	@[ '$(PATHS)' = '$(BUILT_PATHS)' ] || { \
+		echo "make install: $(O) was built for '$(BUILT_PATHS)'," >&2; \
+		echo "  this install is for '$(PATHS)' (VERSION|PREFIX|LIBEXECDIR|SYSCONFDIR|RUNSTATEDIR|LIBDIR|INCLUDEDIR);" >&2; \
+		echo "  run 'make' with the same variables first" >&2; exit 1; }
+
+install: installable
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(INCLUDEDIR) \
 	           $(DESTDIR)$(LIBDIR)/pkgconfig
 	install -m 0755 $(CLI) $(DESTDIR)$(BINDIR)/loopfd
 	install -m 0755 $(HELPER) $(DESTDIR)$(LIBEXECDIR)/loopfd-helper
-	@if [ "$$(id -u)" = 0 ]; then \
+	@if [ "$$(id -u)" = 0 ] && [ -z "$(NO_SETUID)" ]; then \
 		chown root:root $(DESTDIR)$(LIBEXECDIR)/loopfd-helper && \
 		chmod 4755 $(DESTDIR)$(LIBEXECDIR)/loopfd-helper; \
-	else echo "not root: $(LIBEXECDIR)/loopfd-helper installed without setuid"; fi
+	else echo "$(LIBEXECDIR)/loopfd-helper installed without setuid"; fi
 	install -m 0644 client/loopfd.h $(DESTDIR)$(INCLUDEDIR)/loopfd.h
 	install -m 0644 $(LIB_A) $(DESTDIR)$(LIBDIR)/libloopfd.a
 	install -m 0755 $(LIB_SO) $(DESTDIR)$(LIBDIR)/libloopfd.so.1

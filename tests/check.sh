@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 
 . tests/prefix.sh
 require_root "make check"
+export WERROR=${WERROR:-1}	# warnings fail the tests' builds (not a user's `make`)
 
 passed=0; failed=0; failures=()
 result() {
@@ -18,9 +19,17 @@ result() {
 echo "== build and unit tests"
 make -s all || { echo "build failed"; exit 1; }
 make -s unit; result unit $?
+# A built tree is up to date (a second `make` rebuilds nothing, so `sudo make
+# install` compiles nothing as root), and install refuses a missing build.
+make -q all; result build-up-to-date $?
+nob=$(mktemp -d /tmp/loopfd-nobuild.XXXXXX)
+! make -s O="$nob/build" DESTDIR="$nob/root" install > "$nob/log" 2>&1 &&
+	grep -q "is missing: run 'make' first" "$nob/log" && [ ! -e "$nob/build/loopfd" ]
+result install-never-builds $?
+rm -rf "$nob"
 
 echo "== install into a temp prefix (helper setuid root)"
-install_temp_prefix check || { echo "install failed"; exit 1; }
+install_temp_prefix check test-programs || { echo "install failed"; exit 1; }
 trap 'rm -rf "$LOOPFD_T"' EXIT
 echo "   $PREFIX"
 
