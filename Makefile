@@ -187,13 +187,17 @@ $(O)/tests/bench: $(O)/bench/bench.o $(O)/helper/quota.o $(LIB_A)
 	$(CC) $(CFLAGS_ALL) -pie $(LDFLAGS_ALL) $^ -o $@
 
 # ---- unit tests (cmocka) ---------------------------------------------------
-UNIT_TESTS := $(O)/tests/test_proto $(O)/tests/test_config
+UNIT_TESTS := $(O)/tests/test_proto $(O)/tests/test_config $(O)/tests/test_kernel
 
 $(O)/tests/test_proto: $(O)/tests/unit/test_proto.o $(call objs,$(PROTO_SRC))
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -pie $(LDFLAGS_ALL) $^ -lcmocka -o $@
 
 $(O)/tests/test_config: $(O)/tests/unit/test_config.o $(O)/helper/config.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -pie $(LDFLAGS_ALL) $^ -lcmocka -o $@
+
+$(O)/tests/test_kernel: $(O)/tests/unit/test_kernel.o $(O)/helper/kernel.o
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -pie $(LDFLAGS_ALL) $^ -lcmocka -o $@
 

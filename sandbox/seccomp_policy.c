@@ -95,7 +95,7 @@ static const int serve_syscalls[] = {
  * int, would become 0xffffffff80081280 and never match the real call. */
 static const unsigned long serve_ioctls[] = {
 	LOOP_CTL_GET_FREE, LOOP_CTL_ADD, LOOP_CTL_REMOVE,
-	LOOP_CONFIGURE, LOOP_SET_FD, LOOP_SET_STATUS64,
+	LOOP_CONFIGURE, LOOP_SET_STATUS64,
 	LOOP_GET_STATUS64, LOOP_CLR_FD,
 	BLKFLSBUF, BLKGETDISKSEQ, BLKGETSIZE64,
 };
