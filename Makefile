@@ -29,6 +29,9 @@ LIBEXECDIR  ?= $(PREFIX)/libexec
 INCLUDEDIR  ?= $(PREFIX)/include
 LIBDIR      ?= $(PREFIX)/lib
 SYSCONFDIR  ?= $(PREFIX)/etc
+DATADIR     ?= $(PREFIX)/share
+MANDIR      ?= $(DATADIR)/man
+DOCDIR      ?= $(DATADIR)/doc/loopfd
 RUNSTATEDIR ?= /run/loopfd
 DESTDIR     ?=
 O           ?= build
@@ -77,7 +80,9 @@ CLI      := $(O)/loopfd
 LIB_A    := $(O)/libloopfd.a
 LIB_SO   := $(O)/libloopfd.so.1
 PC       := $(O)/loopfd.pc
-PRODUCT  := $(HELPER) $(CLI) $(LIB_A) $(LIB_SO) $(PC)
+# Man pages (and, below, other text files) with the paths filled in.
+MAN_PAGES := $(patsubst %.in,$(O)/%,$(wildcard man/*.in))
+PRODUCT  := $(HELPER) $(CLI) $(LIB_A) $(LIB_SO) $(PC) $(MAN_PAGES)
 
 .PHONY: all install uninstall check unit integration hostile fuzz-smoke fuzz \
         demo deps bench analyze asan asan-cli clean test-programs installable
@@ -89,7 +94,7 @@ all: $(PRODUCT)
 # paths.h and loopfd.pc (and every object using a path) are rebuilt then and
 # only then, and an unchanged tree rebuilds nothing.  `make install` compares
 # the same values to refuse installing a build made for other paths.
-PATHS := $(VERSION)|$(PREFIX)|$(LIBEXECDIR)|$(SYSCONFDIR)|$(RUNSTATEDIR)|$(LIBDIR)|$(INCLUDEDIR)
+PATHS := $(VERSION)|$(PREFIX)|$(BINDIR)|$(LIBEXECDIR)|$(SYSCONFDIR)|$(RUNSTATEDIR)|$(LIBDIR)|$(INCLUDEDIR)|$(DOCDIR)
 BUILT_PATHS := $(file <$(O)/paths.stamp)
 ifneq ($(PATHS),$(BUILT_PATHS))
 .PHONY: $(O)/paths.stamp
@@ -148,11 +153,20 @@ CLI_LINK ?= $(PROG_LINK)
 $(CLI): $(call objs,$(CLI_SRC)) $(LIB_A)
 	$(CC) $(CFLAGS_ALL) $(CLI_LINK) $(LDFLAGS_ALL) $^ -o $@
 
+# @NAME@ in a .in file becomes the path (or version) this build is for.
+SUBST = sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@PREFIX@|$(PREFIX)|g' \
+	-e 's|@BINDIR@|$(BINDIR)|g' -e 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' \
+	-e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|@RUNSTATEDIR@|$(RUNSTATEDIR)|g' \
+	-e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' \
+	-e 's|@DOCDIR@|$(DOCDIR)|g'
+
 $(PC): client/loopfd.pc.in $(O)/paths.stamp
 	@mkdir -p $(dir $@)
-	@sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
-	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@.tmp
-	@mv $@.tmp $@
+	@$(SUBST) $< > $@.tmp && mv $@.tmp $@
+
+$(O)/%: %.in $(O)/paths.stamp
+	@mkdir -p $(dir $@)
+	@$(SUBST) $< > $@.tmp && mv $@.tmp $@
 
 # ---- test programs (built with the same flags; not installed) -------------
 TEST_PROGS := $(O)/tests/seccomp_probe $(O)/tests/hostile_exec $(O)/tests/marker_preload.so \
@@ -214,7 +228,7 @@ installable:
 	done
 	@[ '$(PATHS)' = '$(BUILT_PATHS)' ] || { \
 		echo "make install: $(O) was built for '$(BUILT_PATHS)'," >&2; \
-		echo "  this install is for '$(PATHS)' (VERSION|PREFIX|LIBEXECDIR|SYSCONFDIR|RUNSTATEDIR|LIBDIR|INCLUDEDIR);" >&2; \
+		echo "  this install is for '$(PATHS)' (VERSION|PREFIX|BINDIR|LIBEXECDIR|SYSCONFDIR|RUNSTATEDIR|LIBDIR|INCLUDEDIR|DOCDIR);" >&2; \
 		echo "  run 'make' with the same variables first" >&2; exit 1; }
 
 install: installable
@@ -231,11 +245,15 @@ install: installable
 	install -m 0755 $(LIB_SO) $(DESTDIR)$(LIBDIR)/libloopfd.so.1
 	ln -sf libloopfd.so.1 $(DESTDIR)$(LIBDIR)/libloopfd.so
 	install -m 0644 $(PC) $(DESTDIR)$(LIBDIR)/pkgconfig/loopfd.pc
+	for p in $(MAN_PAGES); do s=$${p##*.}; \
+		install -d $(DESTDIR)$(MANDIR)/man$$s && \
+		install -m 0644 $$p $(DESTDIR)$(MANDIR)/man$$s/ || exit 1; done
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/loopfd $(DESTDIR)$(LIBEXECDIR)/loopfd-helper \
 	      $(DESTDIR)$(INCLUDEDIR)/loopfd.h $(DESTDIR)$(LIBDIR)/libloopfd.* \
-	      $(DESTDIR)$(LIBDIR)/pkgconfig/loopfd.pc
+	      $(DESTDIR)$(LIBDIR)/pkgconfig/loopfd.pc \
+	      $(foreach p,$(MAN_PAGES),$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(p)))/$(notdir $(p)))
 
 # ---- the README's two commands ---------------------------------------------
 deps:
