@@ -32,6 +32,8 @@ SYSCONFDIR  ?= $(PREFIX)/etc
 DATADIR     ?= $(PREFIX)/share
 MANDIR      ?= $(DATADIR)/man
 DOCDIR      ?= $(DATADIR)/doc/loopfd
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+BASHCOMPDIR ?= $(DATADIR)/bash-completion/completions
 RUNSTATEDIR ?= /run/loopfd
 DESTDIR     ?=
 O           ?= build
@@ -82,7 +84,8 @@ LIB_SO   := $(O)/libloopfd.so.1
 PC       := $(O)/loopfd.pc
 # Man pages (and, below, other text files) with the paths filled in.
 MAN_PAGES := $(patsubst %.in,$(O)/%,$(wildcard man/*.in))
-PRODUCT  := $(HELPER) $(CLI) $(LIB_A) $(LIB_SO) $(PC) $(MAN_PAGES)
+UNITS    := $(patsubst %.in,$(O)/%,$(wildcard systemd/*.in))
+PRODUCT  := $(HELPER) $(CLI) $(LIB_A) $(LIB_SO) $(PC) $(MAN_PAGES) $(UNITS)
 
 .PHONY: all install uninstall check unit integration hostile fuzz-smoke fuzz \
         demo deps bench analyze asan asan-cli clean test-programs installable
@@ -164,9 +167,16 @@ $(PC): client/loopfd.pc.in $(O)/paths.stamp
 	@mkdir -p $(dir $@)
 	@$(SUBST) $< > $@.tmp && mv $@.tmp $@
 
+# The systemd services: the shared sandbox (systemd/sandbox.conf) pasted in
+# at @SANDBOX@; the state directory as systemd's RuntimeDirectory= when it
+# lies in /run, else as a writable path.
+UNIT_STATEDIR := $(if $(filter /run/%,$(RUNSTATEDIR)),RuntimeDirectory=$(RUNSTATEDIR:/run/%=%),ReadWritePaths=$(RUNSTATEDIR))
+$(UNITS): systemd/sandbox.conf
+
 $(O)/%: %.in $(O)/paths.stamp
 	@mkdir -p $(dir $@)
-	@$(SUBST) $< > $@.tmp && mv $@.tmp $@
+	@sed -e '/^@SANDBOX@$$/{r systemd/sandbox.conf' -e 'd;}' $< | $(SUBST) \
+		-e 's|@UNIT_STATEDIR@|$(UNIT_STATEDIR)|g' > $@.tmp && mv $@.tmp $@
 
 # ---- test programs (built with the same flags; not installed) -------------
 TEST_PROGS := $(O)/tests/seccomp_probe $(O)/tests/hostile_exec $(O)/tests/marker_preload.so \
@@ -248,12 +258,19 @@ install: installable
 	for p in $(MAN_PAGES); do s=$${p##*.}; \
 		install -d $(DESTDIR)$(MANDIR)/man$$s && \
 		install -m 0644 $$p $(DESTDIR)$(MANDIR)/man$$s/ || exit 1; done
+	install -d $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(DOCDIR)/examples \
+	           $(DESTDIR)$(BASHCOMPDIR)
+	install -m 0644 $(UNITS) $(DESTDIR)$(SYSTEMDUNITDIR)/
+	install -m 0644 etc/loopfd.conf $(DESTDIR)$(DOCDIR)/examples/loopfd.conf
+	install -m 0644 completion/loopfd $(DESTDIR)$(BASHCOMPDIR)/loopfd
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/loopfd $(DESTDIR)$(LIBEXECDIR)/loopfd-helper \
 	      $(DESTDIR)$(INCLUDEDIR)/loopfd.h $(DESTDIR)$(LIBDIR)/libloopfd.* \
 	      $(DESTDIR)$(LIBDIR)/pkgconfig/loopfd.pc \
-	      $(foreach p,$(MAN_PAGES),$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(p)))/$(notdir $(p)))
+	      $(foreach p,$(MAN_PAGES),$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(p)))/$(notdir $(p))) \
+	      $(foreach u,$(UNITS),$(DESTDIR)$(SYSTEMDUNITDIR)/$(notdir $(u))) \
+	      $(DESTDIR)$(DOCDIR)/examples/loopfd.conf $(DESTDIR)$(BASHCOMPDIR)/loopfd
 
 # ---- the README's two commands ---------------------------------------------
 deps:
