@@ -88,7 +88,7 @@ UNITS    := $(patsubst %.in,$(O)/%,$(wildcard systemd/*.in))
 PRODUCT  := $(HELPER) $(CLI) $(LIB_A) $(LIB_SO) $(PC) $(MAN_PAGES) $(UNITS)
 
 .PHONY: all install uninstall check unit integration hostile fuzz-smoke fuzz \
-        demo deps bench analyze asan asan-cli clean test-programs installable
+        demo deb-check deps bench analyze asan asan-cli clean test-programs installable
 
 all: $(PRODUCT)
 
@@ -281,6 +281,10 @@ check: deps
 
 demo: deps
 	@tests/demo.sh
+
+# The Debian packages built, linted, installed, used and purged (as root).
+deb-check: deps
+	@tests/deb-check.sh
 
 bench: deps
 	@bench/bench.sh
