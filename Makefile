@@ -47,14 +47,17 @@ CFLAGS  ?= -O2 -g
 
 # Hardening, each flag only where the caller's flags do not already decide
 # it (dpkg-buildflags passes -D_FORTIFY_SOURCE=2: defining it twice is an
-# error under -Werror).  -U first: some compilers predefine it.
+# error under -Werror).  -U first: some compilers predefine it.  Control
+# flow protection is per architecture: CET on x86, BTI+PAC on arm64.
 given    = $(findstring $(1),$(CPPFLAGS) $(CFLAGS))
 TARGET_MACHINE := $(shell $(CC) -dumpmachine 2>/dev/null)
 IS_X86   := $(filter x86_64-% i386-% i486-% i586-% i686-%,$(TARGET_MACHINE))
+IS_ARM64 := $(filter aarch64-%,$(TARGET_MACHINE))
 HARDEN_CPP := $(if $(call given,_FORTIFY_SOURCE),,-U_FORTIFY_SOURCE -D_FORTIFY_SOURCE=3)
 HARDEN  := $(if $(call given,-fstack-protector),,-fstack-protector-strong) \
            $(if $(call given,-fstack-clash-protection),,-fstack-clash-protection) \
-           $(if $(IS_X86),$(if $(call given,-fcf-protection),,-fcf-protection))
+           $(if $(IS_X86),$(if $(call given,-fcf-protection),,-fcf-protection)) \
+           $(if $(IS_ARM64),$(if $(call given,-mbranch-protection),,-mbranch-protection=standard))
 WARN    := -Wall -Wextra -Wformat=2 -Wshadow -Wstrict-prototypes \
            -Wmissing-prototypes -Wno-unused-parameter $(if $(filter 1,$(WERROR)),-Werror)
 CPPFLAGS_ALL := -D_GNU_SOURCE -I$(O) -Iprotocol -Isandbox -Ihelper -Iclient $(HARDEN_CPP) $(CPPFLAGS)
@@ -88,7 +91,7 @@ UNITS    := $(patsubst %.in,$(O)/%,$(wildcard systemd/*.in))
 PRODUCT  := $(HELPER) $(CLI) $(LIB_A) $(LIB_SO) $(PC) $(MAN_PAGES) $(UNITS)
 
 .PHONY: all install uninstall check unit integration hostile fuzz-smoke fuzz \
-        demo deb-check deps bench analyze asan asan-cli clean test-programs installable
+        demo deb-check cross-check deps bench analyze asan asan-cli clean test-programs installable
 
 all: $(PRODUCT)
 
@@ -97,7 +100,7 @@ all: $(PRODUCT)
 # paths.h and loopfd.pc (and every object using a path) are rebuilt then and
 # only then, and an unchanged tree rebuilds nothing.  `make install` compares
 # the same values to refuse installing a build made for other paths.
-PATHS := $(VERSION)|$(PREFIX)|$(BINDIR)|$(LIBEXECDIR)|$(SYSCONFDIR)|$(RUNSTATEDIR)|$(LIBDIR)|$(INCLUDEDIR)|$(DOCDIR)
+PATHS := $(VERSION)|$(SECCOMP_ARCH)|$(PREFIX)|$(BINDIR)|$(LIBEXECDIR)|$(SYSCONFDIR)|$(RUNSTATEDIR)|$(LIBDIR)|$(INCLUDEDIR)|$(DOCDIR)
 BUILT_PATHS := $(file <$(O)/paths.stamp)
 ifneq ($(PATHS),$(BUILT_PATHS))
 .PHONY: $(O)/paths.stamp
@@ -114,13 +117,20 @@ $(O)/paths.h: $(O)/paths.stamp
 
 # The helper's seccomp programs, compiled from the policy by libseccomp on
 # the build machine (so the helper needs no rule compiler at run time).
-# (seccomp.h: a libseccomp upgrade regenerates the programs)
+# The generator always runs here, built by the build machine's compiler
+# with its libseccomp; it emits programs for SECCOMP_ARCH, the architecture
+# $(CC) compiles for (x86_64, aarch64), so a cross build needs no target
+# libseccomp at all.  (seccomp.h: a libseccomp upgrade regenerates them.)
+CC_FOR_BUILD       ?= cc
+CFLAGS_FOR_BUILD   ?= -O2 -g
+SECCOMP_ARCH       ?= $(firstword $(subst -, ,$(TARGET_MACHINE)))
 $(O)/seccomp_policy: $(SECCOMP_POLICY) $(wildcard /usr/include/seccomp.h)
 	@mkdir -p $(O)
-	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -pie -fPIE $(LDFLAGS_ALL) $< -lseccomp -o $@
+	$(CC_FOR_BUILD) -D_GNU_SOURCE -std=gnu11 $(WARN) $(CPPFLAGS_FOR_BUILD) \
+		$(CFLAGS_FOR_BUILD) $(LDFLAGS_FOR_BUILD) $< -lseccomp -o $@
 
-$(O)/seccomp_filters.h: $(O)/seccomp_policy
-	$< > $@.tmp && mv $@.tmp $@
+$(O)/seccomp_filters.h: $(O)/seccomp_policy $(O)/paths.stamp
+	$< $(SECCOMP_ARCH) > $@.tmp && mv $@.tmp $@
 
 $(O)/sandbox/seccomp.o: $(O)/seccomp_filters.h
 
@@ -238,7 +248,7 @@ installable:
 	done
 	@[ '$(PATHS)' = '$(BUILT_PATHS)' ] || { \
 		echo "make install: $(O) was built for '$(BUILT_PATHS)'," >&2; \
-		echo "  this install is for '$(PATHS)' (VERSION|PREFIX|BINDIR|LIBEXECDIR|SYSCONFDIR|RUNSTATEDIR|LIBDIR|INCLUDEDIR|DOCDIR);" >&2; \
+		echo "  this install is for '$(PATHS)' (VERSION|SECCOMP_ARCH|PREFIX|BINDIR|LIBEXECDIR|SYSCONFDIR|RUNSTATEDIR|LIBDIR|INCLUDEDIR|DOCDIR);" >&2; \
 		echo "  run 'make' with the same variables first" >&2; exit 1; }
 
 install: installable
@@ -286,6 +296,10 @@ demo: deps
 deb-check: deps
 	@tests/deb-check.sh
 
+# arm64 cross-build with Debian's cross compiler; binaries checked hardened.
+cross-check: deps
+	@tests/cross-check.sh
+
 bench: deps
 	@bench/bench.sh
 
@@ -315,7 +329,7 @@ ALL_SRC = $(PROTO_SRC) $(SANDBOX_SRC) $(SECCOMP_POLICY) $(HELPER_SRC) $(LIB_SRC)
 
 analyze: $(O)/paths.h $(O)/seccomp_filters.h
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performance \
-		--inline-suppr --std=c11 -D_GNU_SOURCE -I$(O) -Iprotocol -Isandbox \
+		--inline-suppr --std=c11 -D_GNU_SOURCE -D__$(SECCOMP_ARCH)__ -I$(O) -Iprotocol -Isandbox \
 		-Ihelper -Iclient --suppress=missingIncludeSystem $(ALL_SRC)
 	@# valist.Uninitialized: clang-tidy 14 flags every va_start'ed list passed
 	@# to vsnprintf as uninitialized (a known false positive of that release).
