@@ -7,6 +7,8 @@
 #                             PREFIX, SYSCONFDIR, RUNSTATEDIR, DESTDIR respected
 #   make check                unit + integration + hostile + fuzz smoke (as root)
 #   make demo                 the quick-start job, as uid 65534 on a scratch image
+#   make deb-check            the Debian packages built, linted, installed, used, purged
+#   make cross-check          arm64 cross-build (and .debs), checked hardened
 #   make deps                 install missing Debian packages (apt-get)
 #   make test-programs        the probes and clients the tests and bench use
 #   make bench                benchmarks (not part of check)

@@ -66,6 +66,22 @@ for cfg in static dynamic; do
 done
 check "dynamic/loopfd-helper: needs the arm64 loader" has 'ld-linux-aarch64' <(readelf -lW "$W/dynamic/loopfd-helper")
 
+echo "== the Debian packages, cross-built: dpkg-buildpackage -a arm64"
+mkdir "$W/deb" "$W/deb/src"
+if git rev-parse --git-dir > /dev/null 2>&1; then
+	git ls-files -co --exclude-standard | tar -cf - -T - | tar -xf - -C "$W/deb/src"
+else
+	tar -cf - --exclude='./build*' . | tar -xf - -C "$W/deb/src"
+fi
+(cd "$W/deb/src" && dpkg-buildpackage -a arm64 -us -uc -b) > "$W/deb.log" 2>&1
+rc=$?; [ $rc = 0 ] || tail -20 "$W/deb.log"; result "dpkg-buildpackage -a arm64" $rc
+for p in loopfd libloopfd1 libloopfd-dev; do
+	check "${p}_1.0.0-1_arm64.deb: Architecture arm64" \
+		has '^ Architecture: arm64' <(dpkg-deb -I "$W"/deb/${p}_*_arm64.deb)
+done
+dpkg-deb -x "$W"/deb/loopfd_*_arm64.deb "$W/deb/root" 2>/dev/null
+check "packaged helper is aarch64" has 'ARM aarch64' <(file "$W/deb/root/usr/libexec/loopfd-helper")
+
 echo
 for f in "${failures[@]}"; do echo "failed: $f"; done
 echo "$passed passed, $failed failed"
