@@ -40,7 +40,7 @@ PROTO_SRC   := $(wildcard protocol/*.c)
 SECCOMP_POLICY := sandbox/seccomp_policy.c
 SANDBOX_SRC := $(filter-out $(SECCOMP_POLICY),$(wildcard sandbox/*.c))
 HELPER_SRC  := $(wildcard helper/*.c)
-LIB_SRC     := client/libloopfd.c
+LIB_SRC     := client/libloopfd.c client/partitions.c
 CLI_SRC     := client/cli.c
 
 objs = $(patsubst %.c,$(O)/%.o,$(1))
@@ -98,14 +98,14 @@ $(LIB_A): $(call objs,$(LIB_SRC) $(PROTO_SRC))
 	rm -f $@ && ar rcs $@ $^
 
 $(LIB_SO): $(call pics,$(LIB_SRC) $(PROTO_SRC))
-	$(CC) $(CFLAGS_ALL) -shared $(LDFLAGS_ALL) -Wl,-soname,libloopfd.so.1 $^ -o $@
+	$(CC) $(CFLAGS_ALL) -shared $(LDFLAGS_ALL) -Wl,-soname,libloopfd.so.1 $^ -lblkid -o $@
 	ln -sf libloopfd.so.1 $(O)/libloopfd.so
 
 # The CLI is a static PIE too: `loopfd run` starts three programs where
 # losetup starts two, and a static exec saves the dynamic loader's work.
 CLI_LINK ?= -static-pie
 $(CLI): $(call objs,$(CLI_SRC)) $(LIB_A)
-	$(CC) $(CFLAGS_ALL) $(CLI_LINK) $(LDFLAGS_ALL) $^ -o $@
+	$(CC) $(CFLAGS_ALL) $(CLI_LINK) $(LDFLAGS_ALL) $^ -lblkid -o $@
 
 # Rewritten when a path changes, like paths.h.
 $(PC): client/loopfd.pc.in FORCE
