@@ -202,6 +202,7 @@ e2e() {
 	as_nobody "$LOOPFD" run --grant --partition esp --partition root "$img" -- sh -c '
 		set -e
 		env | grep ^LOOPFD_ | sort > "$1/env"
+		blockdev --getss "$LOOPFD_PART_ESP" "$LOOPFD_PART_ROOT" > "$1/ss"
 		mkfs.vfat -n ESP "$LOOPFD_PART_ESP" >/dev/null
 		MTOOLS_SKIP_CHECK=1 mcopy -s -i "$LOOPFD_PART_ESP" "$2/EFI" "$2/etc" ::/
 		mkfs.ext4 -q -F -d "$2" -L root "$LOOPFD_PART_ROOT"' sh "$T" "$tree" \
@@ -213,6 +214,7 @@ e2e() {
 	grep -qx "LOOPFD_PART_1=/dev/fd/3" "$T/env" || fail "$img: LOOPFD_PART_1"
 	grep -qx "LOOPFD_PART_2_NAME=root" "$T/env" || fail "$img: LOOPFD_PART_2_NAME"
 	grep -qx "LOOPFD_SECTOR_SIZE=$ss" "$T/env" || fail "$img: LOOPFD_SECTOR_SIZE"
+	[ "$(paste -sd' ' "$T/ss")" = "$ss $ss" ] || fail "$img: partition devices' sector sizes $(cat "$T/ss"), want $ss"
 	as_nobody "$LOOPFD" partitions --json "$img" > "$T/t.json" || fail "$img: table gone after the run"
 	read -r s1 z1 s2 z2 < <(jq -r '.partitiontable.partitions |
 		"\(.[0].start_bytes) \(.[0].size_bytes) \(.[1].start_bytes) \(.[1].size_bytes)"' "$T/t.json")
