@@ -8,8 +8,9 @@
 # sector size from the device (2.38 has no option for it): img_gpt4k takes
 # the command that runs sfdisk for it, e.g. loopfd run -b 4096 --grant.
 #
-#   img_gpt512 PATH [MIB]        GPT, 512-byte sectors: 1 esp, 2 root-x86-64
-#                                (name "root"), 3 linux-generic (name "data")
+#   img_gpt512 PATH [MIB]        GPT, 512-byte sectors: 1 esp (name "EFI System"),
+#                                2 root-x86-64 (name "rootfs"), 3 linux-generic
+#                                (name "data"), 4 root-verity-x86-64 (no name)
 #   img_gpt512_esp_root PATH MIB GPT: 1 esp (64 MiB, name "EFI System"),
 #                                2 root-x86-64 (name "root") to the end
 #   img_gpt4k PATH MIB RUNNER... the same esp + root on 4096-byte sectors;
@@ -32,6 +33,7 @@
 _PT_ESP=C12A7328-F81F-11D2-BA4B-00A0C93EC93B
 _PT_ROOT_X86_64=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709
 _PT_LINUX=0FC63DAF-8483-4772-8E79-3D69D8477DE4
+_PT_ROOT_VERITY_X86_64=2C7357ED-EBD2-46D9-AEC1-23D437EC2BF5
 
 _pt_new() { rm -f "$1" && truncate -s "$2M" "$1"; }
 
@@ -39,8 +41,9 @@ img_gpt512() {
 	_pt_new "$1" "${2:-32}"
 	printf '%s\n' 'label: gpt' \
 		"start=2048, size=8MiB, type=$_PT_ESP, name=\"EFI System\"" \
-		"size=8MiB, type=$_PT_ROOT_X86_64, name=root" \
-		"size=4MiB, type=$_PT_LINUX, name=data" | sfdisk -q "$1"
+		"size=8MiB, type=$_PT_ROOT_X86_64, name=rootfs" \
+		"size=4MiB, type=$_PT_LINUX, name=data" \
+		"size=1MiB, type=$_PT_ROOT_VERITY_X86_64" | sfdisk -q "$1"
 }
 
 img_gpt512_esp_root() {

@@ -145,14 +145,17 @@ sel() {	# IMG SELECTOR...: run with those selectors, print LOOPFD_PARTITIONS
 [ "$(sel "$T/gpt512.img" esp | cut -d: -f1,2,6)" = "1:/dev/fd/3:esp" ] || fail "select esp"
 [ "$(sel "$T/gpt512.img" data | cut -d: -f1)" = 3 ] || fail "select by GPT name"
 [ "$(sel "$T/gpt512.img" 0fc63daf-8483-4772-8e79-3d69d8477de4 | cut -d: -f1)" = 3 ] || fail "select by type GUID"
+# "root" is any root-ARCH partition, not root-verity-ARCH
 [ "$(sel "$T/gpt512.img" root | cut -d: -f6)" = root-x86-64 ] || fail "select root (any architecture)"
+[ "$(sel "$T/gpt512.img" root-verity | cut -d: -f1)" = 4 ] || fail "select root-verity"
+[ "$(sel "$T/gpt512.img" rootfs | cut -d: -f1)" = 2 ] || fail "select by GPT name rootfs"
 sel "$T/gpt512.img" root-x86-64 2 > "$T/out" 2>&1 && fail "same partition twice accepted"
 grep -q "partition 2 is selected twice" "$T/out" || { cat "$T/out"; fail "twice: message"; }
 [ "$(sel "$T/mbr.img" 5 0x82 | tr ' ' '\n' | cut -d: -f1,2,6 | paste -sd' ')" = "5:/dev/fd/3:linux-generic 3:/dev/fd/4:swap" ] ||
 	fail "MBR: select a logical by number and swap by MBR type"
-for s in nosuch root-arm64 7; do
+for s in nosuch root-arm64 usr 7; do
 	sel "$T/gpt512.img" "$s" > "$T/out" 2>&1 && fail "selector $s accepted"
-	grep -q "no partition matches '$s'.*holds: 1 esp 'EFI System', 2 root-x86-64 'root', 3 linux-generic 'data'" "$T/out" ||
+	grep -q "no partition matches '$s'.*holds: 1 esp 'EFI System', 2 root-x86-64 'rootfs', 3 linux-generic 'data', 4 root-verity-x86-64" "$T/out" ||
 		{ cat "$T/out"; fail "selector $s: message"; }
 done
 sel "$T/mbr.img" linux-generic > "$T/out" 2>&1 && fail "ambiguous selector accepted"
@@ -170,7 +173,7 @@ as_nobody "$LOOPFD" run -P "$T/gpt512.img" -- true 2> "$T/out" || { cat "$T/out"
 if compgen -G '/sys/block/loop*/loop*p*' > /dev/null; then
 	note "(this kernel has partition parsers: -P warning not expected)"
 else
-	grep -q "warning: -P: the kernel made no partition devices for /dev/loop[0-9]* .*gpt table with 3 partitions.*--partitions" "$T/out" ||
+	grep -q "warning: -P: the kernel made no partition devices for /dev/loop[0-9]* .*gpt table with 4 partitions.*--partitions" "$T/out" ||
 		{ cat "$T/out"; fail "-P: no warning pointing to --partitions"; }
 	note "-P warns: $(cut -c1-100 "$T/out")..."
 fi
