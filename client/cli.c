@@ -99,6 +99,9 @@ static int print_help(void)
 "\n"
 "SYNOPSIS\n"
 "  loopfd run [OPTION...] IMAGE [IMAGE...] -- COMMAND [ARG...]\n"
+"  loopfd run [OPTION...] --partitions IMAGE -- COMMAND [ARG...]\n"
+"  loopfd run [OPTION...] --partition SEL [--partition SEL...] IMAGE -- COMMAND...\n"
+"  loopfd partitions [--json] [-b N] IMAGE\n"
 "  loopfd --help | --version\n"
 "\n"
 "DESCRIPTION\n"
@@ -121,7 +124,9 @@ static int print_help(void)
 "      --sizelimit BYTES    the device is at most BYTES long (default: to EOF)\n"
 "  -b, --sector-size N      logical sector size: 512, 1024, 2048, 4096\n"
 "      --direct-io          the device reads and writes IMAGE with O_DIRECT\n"
-"  -P, --partscan           have the kernel scan the partition table\n"
+"  -P, --partscan           have the kernel scan the partition table (a kernel\n"
+"                           without partition parsers makes no loopNpM: loopfd\n"
+"                           warns and points to --partitions)\n"
 "      --lock               flock(LOCK_EX) the device, so udev leaves it alone\n"
 "                           while COMMAND keeps fd 3 open\n"
 "      --grant              make /dev/loopN yours while attached, so tools that\n"
@@ -130,10 +135,66 @@ static int print_help(void)
 "                           openers when releasing (default 10)\n"
 "      --socket PATH        use the helper daemon `loopfd-helper --listen PATH`\n"
 "                           instead of starting the setuid helper\n"
+"      --partitions         IMAGE's partition table is read by loopfd and each\n"
+"                           partition is attached as a device of its own: fd 3\n"
+"                           is the whole IMAGE, fds 4, 5, ... every partition\n"
+"                           in table order (MBR extended containers excepted)\n"
+"      --partition SEL      attach only the partition SEL names, on fds 3, 4,\n"
+"                           ... in the order given (repeatable); see PARTITIONS\n"
 "  -v, --verbose            report each device attached and released\n"
 "  -h, --help               show this help and exit\n"
 "  -V, --version            show the version and exit\n"
 "  BYTES is a plain number, or one ending in KiB, MiB or GiB.\n"
+"\n"
+"PARTITIONS\n"
+"  With --partitions or --partition, loopfd reads IMAGE's partition table\n"
+"  itself (GPT or MBR with logical partitions, through libblkid) and asks\n"
+"  the helper for one device per partition: a window of offset and size on\n"
+"  the same open IMAGE, so no kernel partition parser is needed and no\n"
+"  loopNpM node, and --grant covers each partition's own /dev/loopN. The\n"
+"  sector size is -b if given, else 4096 if a GPT header sits at byte 4096,\n"
+"  else 512; every device gets it. A table loopfd cannot trust is refused\n"
+"  with the partition and the numbers: a damaged primary GPT (even with a\n"
+"  good backup), entries outside the GPT's usable area, overlapping\n"
+"  partitions, partitions or a table past the end of IMAGE. -o and\n"
+"  --sizelimit do not go with these options, and they take one IMAGE.\n"
+"  Do not write the same bytes through the whole disk and a partition\n"
+"  device: each device has a page cache of its own.\n"
+"\n"
+"  SEL is a partition number (2); a GPT partition name (\"EFI System\");\n"
+"  a type GUID; an MBR type (0x83); or a type name of the Discoverable\n"
+"  Partitions Specification: esp, xbootldr, swap, home, srv, var, tmp,\n"
+"  user-home, linux-generic, and root, usr, root-verity, usr-verity,\n"
+"  root-verity-sig, usr-verity-sig, each with an architecture (root-x86-64,\n"
+"  root-arm64, usr-riscv64, ...: x86, x86-64, arm, arm64, ia64, alpha, arc,\n"
+"  loongarch64, mips-le, mips64-le, ppc, ppc64, ppc64-le, riscv32, riscv64,\n"
+"  s390, s390x, tilegx) or without one for any architecture. MBR types\n"
+"  0xef, 0xea, 0x82 and 0x83 are esp, xbootldr, swap and linux-generic.\n"
+"  SEL must match exactly one partition; otherwise loopfd lists the table.\n"
+"\n"
+"  COMMAND gets, for each partition device (<N> its number in the table):\n"
+"    LOOPFD_PART_<N>=/dev/fd/K        its fd\n"
+"    LOOPFD_PART_<N>_DEVICE           its device name, loopM\n"
+"    LOOPFD_PART_<N>_START, _SIZE     its offset and size in IMAGE, in bytes\n"
+"    LOOPFD_PART_<N>_TYPE             type GUID (GPT), type byte in hex (MBR)\n"
+"    LOOPFD_PART_<N>_TYPE_NAME        type name as above, empty if none\n"
+"    LOOPFD_PART_<N>_NAME             GPT partition name, empty for MBR\n"
+"    LOOPFD_PART_<N>_UUID             GPT partition UUID; MBR: the kernel's\n"
+"                                     PARTUUID, DISKID-NN\n"
+"    LOOPFD_PART_<TYPE>=/dev/fd/K     <TYPE> the type name in capitals, - as\n"
+"                                     _ (LOOPFD_PART_ESP, LOOPFD_PART_ROOT,\n"
+"                                     LOOPFD_PART_ROOT_X86_64); set only when\n"
+"                                     exactly one device has that type\n"
+"  and LOOPFD_SECTOR_SIZE, and LOOPFD_PARTITIONS: one word per partition\n"
+"  device, in fd order, NUMBER:/dev/fd/K:loopM:START:SIZE:TYPE (START and\n"
+"  SIZE in bytes, TYPE the type name, or the GUID or MBR type without one).\n"
+"  LOOPFD_DEVICES and LOOPFD_NAMES list every device, the whole disk too.\n"
+"\n"
+"  loopfd partitions prints the table as loopfd reads it (the same checks),\n"
+"  as a list or with --json in the layout and field meanings of\n"
+"  sfdisk --json (label, id, sectorsize; start and size in sectors, type,\n"
+"  uuid, name, bootable), plus number, start_bytes, size_bytes, type_name\n"
+"  and extended. -b N reads it with N-byte sectors. It attaches nothing.\n"
 "\n"
 "ENVIRONMENT\n"
 "  LOOPFD_SOCKET   the helper daemon's socket, when --socket is not given\n"
@@ -152,6 +213,9 @@ static int print_help(void)
 "  loopfd run --grant disk.img -- mkfs.fat /dev/fd/3\n"
 "  loopfd run disk.img -- sh -c 'cat data >&3'\n"
 "  loopfd run -r -o 1MiB --sizelimit 16MiB disk.img -- sh -c 'od -N 512 <&3'\n"
+"  loopfd run --grant --partition esp --partition root disk.img -- \\\n"
+"      sh -c 'mkfs.vfat $LOOPFD_PART_ESP && mkfs.ext4 -d rootfs $LOOPFD_PART_ROOT'\n"
+"  loopfd partitions --json disk.img\n"
 "  # bubblewrap sets no_new_privs, which disarms the setuid helper: start a\n"
 "  # helper daemon outside, as root, and use its socket inside:\n"
 "  #   %s --listen /run/loopfd-ci.sock &\n"
@@ -1102,14 +1166,16 @@ static int partition_env(const struct image *img, size_t fdnum, char *list,
  */
 static int export_partition_env(const struct image *imgs, size_t n)
 {
+	const struct loopfd_partition_table *t = NULL;
 	size_t cap = n * 160 + 1, i;
-	char *list = calloc(cap, 1), ss[16];
+	char *list, ss[16];
 	int rc = 0;
 
-	if (n == 0 || (!imgs[0].table && (n < 2 || !imgs[1].table))) {
-		free(list);
-		return 0;
-	}
+	for (i = 0; i < n && !t; i++)
+		t = imgs[i].table;
+	if (!t)
+		return 0;	/* no partition devices */
+	list = calloc(cap, 1);
 	if (!list) {
 		perror("loopfd");
 		return -1;
@@ -1118,9 +1184,10 @@ static int export_partition_env(const struct image *imgs, size_t n)
 		if (imgs[i].table)
 			rc = partition_env(&imgs[i], FIRST_DEVICE_FD + i, list,
 					   cap, imgs, n);
-	snprintf(ss, sizeof(ss), "%u", imgs[n - 1].table->sector_size);
+	snprintf(ss, sizeof(ss), "%u", t->sector_size);
 	if (rc == 0)
-		rc = set_env("LOOPFD_PARTITIONS", list) | set_env("LOOPFD_SECTOR_SIZE", ss);
+		rc = set_env("LOOPFD_PARTITIONS", list) |
+		     set_env("LOOPFD_SECTOR_SIZE", ss);
 	free(list);
 	return rc ? -1 : 0;
 }
@@ -1157,7 +1224,7 @@ static void warn_partscan(const struct image *img)
 	fd = fcntl(img->dev.fd, F_DUPFD_CLOEXEC, 0);
 	if (fd < 0)
 		return;
-	if (loopfd_partitions_read(fd, img->dev.sector_size, &t, NULL) == 0 &&
+	if (loopfd_partitions_read(fd, 0, &t, NULL) == 0 &&
 	    t.count > 0)
 		fprintf(stderr, "loopfd: warning: -P: the kernel made no "
 			"partition devices for %s (%s holds a %s table with %zu "

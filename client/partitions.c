@@ -280,8 +280,8 @@ static int explain_missing_gpt(int fd, const struct loopfd_partition_table *t,
 			       struct loopfd_error *err)
 {
 	unsigned char h[GPT_HDR_SIZE];
-	uint64_t ss = t->sector_size, sectors = t->disk_bytes / ss;
-	uint64_t alt, last;
+	uint64_t ss = t->sector_size ? t->sector_size : 512;
+	uint64_t sectors = t->disk_bytes / ss, alt, last;
 
 	if (read_at(fd, h, sizeof(h), ss) < 0)
 		return part_error(err, EINVAL, "no partition table found");

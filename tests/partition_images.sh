@@ -25,6 +25,7 @@
 #                                partition 3) lies past the end of the file
 #   img_mbr_past_end PATH        MBR whose partition 2 ends past the file end
 #   img_mbr_overlap PATH         MBR whose partitions 1 and 2 overlap
+#   img_mbr_ebr_loop PATH        img_mbr_logical whose first EBR links to itself
 #   img_gpt_overlap PATH         GPT (CRCs valid) whose partitions 1 and 2 overlap
 #   img_gpt_out_of_range PATH    GPT (CRCs valid) whose partition 2 ends past
 #                                the header's last usable LBA
@@ -155,4 +156,11 @@ img_mbr_overlap() {
 	printf '%s\n' 'label: dos' 'start=2048, size=8MiB, type=83' \
 		'size=8MiB, type=83' | sfdisk -q "$1"
 	_pt_mbr_entry "$1" 2 $((0x83)) 10240 16384
+}
+
+img_mbr_ebr_loop() {
+	img_mbr_logical "$1"
+	# the first EBR (sector 43008): its link entry's start, relative to
+	# the extended partition, 0: itself
+	_pt_put "$1" $((43008 * 512 + 446 + 16 + 8)) '\x00\x00\x00\x00'
 }

@@ -132,6 +132,12 @@ for i in $(seq 100); do
 		$((43008 * 512 + 446 + RANDOM % 66))
 done
 [ "$errs" -gt 0 ] || fail "corruption: never refused: the rounds test nothing"
+# an EBR chain that loops: read up to the loop, in bounded time
+nobody_img img_mbr_ebr_loop "$T/loop.img"
+timeout 10 "$LOOPFD" partitions --json "$T/loop.img" > "$T/c.out" 2> "$T/c.err" ||
+	{ cat "$T/c.err"; fail "EBR loop: exit $?"; }
+[ "$(jq -c '[.partitiontable.partitions[].number]' "$T/c.out")" = "[1,2,3,4,5]" ] ||
+	fail "EBR loop: partitions $(jq -c '[.partitiontable.partitions[].number]' "$T/c.out")"
 note "random corruption: 250 rounds, $oks read, $errs refused, no crash or hang"
 
 # ---- selectors -------------------------------------------------------------
@@ -250,12 +256,14 @@ note "512 MiB GPT, 4096-byte sectors: the same"
 # each partition's fd lands at that partition's start in the image.
 as_nobody "$LOOPFD" run --partitions "$T/mbr.img" -- sh -c '
 	echo "$LOOPFD_PARTITIONS" > "$1/list"
+	head -c 512 <&3 | tail -c 2 | od -An -tx1 > "$1/sig"
 	for p in $LOOPFD_PARTITIONS; do
 		n=${p%%:*}; fd=${p#*:/dev/fd/}; fd=${fd%%:*}
 		eval "printf \"part%s\" \"\$n\" >&$fd"
 	done' sh "$T" 2> "$T/err" || { cat "$T/err"; fail "mbr --partitions run failed"; }
 [ "$(tr ' ' '\n' < "$T/list" | cut -d: -f1,2 | tr '\n' ' ')" = "1:/dev/fd/4 2:/dev/fd/5 3:/dev/fd/6 5:/dev/fd/7 6:/dev/fd/8 " ] ||
 	fail "mbr --partitions: fds $(cat "$T/list")"
+[ "$(tr -d ' \n' < "$T/sig")" = 55aa ] || fail "mbr --partitions: fd 3 is not the whole disk"
 as_nobody "$LOOPFD" partitions --json "$T/mbr.img" > "$T/t.json"
 for n in 1 2 3 5 6; do
 	start=$(jq ".partitiontable.partitions[] | select(.number == $n) | .start_bytes" "$T/t.json")
