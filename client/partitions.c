@@ -712,7 +712,8 @@ int loopfd_partition_select(const struct loopfd_partition_table *t,
 	describe(t, found ? sel : NULL, list, sizeof(list));
 	if (found)
 		return part_error(err, EINVAL, "partition '%s' is ambiguous: "
-				  "%zu partitions match: %s", sel, found, list);
+				  "%zu partitions match: %s (select one by "
+				  "number)", sel, found, list);
 	return part_error(err, ENOENT, "no partition matches '%s' (a number, "
 			  "type name, type GUID or GPT name); the %s table "
 			  "holds: %s", sel, t->label, t->count ? list : "nothing");

@@ -32,10 +32,10 @@ same_as_sfdisk() {
 	as_nobody "$LOOPFD" partitions --json "$img" > "$T/ours.json" ||
 		fail "loopfd partitions $img failed"
 	if [ "$ss" = 512 ]; then
-		sfdisk --json "$img" > "$T/theirs.json"
+		pt_sfdisk_json "$img" > "$T/theirs.json"
 	else
-		as_nobody "$LOOPFD" run -r -b "$ss" --grant "$img" -- \
-			sfdisk --json /dev/fd/3 > "$T/theirs.json" 2>/dev/null
+		pt_sfdisk_json "$img" as_nobody "$LOOPFD" run -r -b "$ss" --grant \
+			> "$T/theirs.json"
 	fi
 	diff <(shared_fields < "$T/ours.json") <(shared_fields < "$T/theirs.json") ||
 		fail "$img: loopfd and sfdisk --json differ (above)"
