@@ -539,6 +539,16 @@ static int check_table(int fd, const struct loopfd_partition_table *t,
 	return check_overlaps(t, err);
 }
 
+/* A GPT header where the other sector size would have it: say so. */
+static const char *other_gpt_hint(int fd, uint32_t ss)
+{
+	if (ss != 512 && gpt_header_at(fd, 512))
+		return "; a GPT header sits at byte 512: 512-byte sectors?";
+	if (ss != 4096 && gpt_header_at(fd, 4096))
+		return "; a GPT header sits at byte 4096: 4096-byte sectors?";
+	return "";
+}
+
 /* libblkid's probe of fd into t (sector size and disk size already set). */
 static int probe_table(int fd, struct loopfd_partition_table *t,
 		       struct loopfd_error *err)
@@ -557,7 +567,8 @@ static int probe_table(int fd, struct loopfd_partition_table *t,
 			explain_missing_gpt(fd, t, err);
 		else
 			part_error(err, ENOENT, "no partition table found (GPT "
-				   "or MBR, %u-byte sectors)", t->sector_size);
+				   "or MBR, %u-byte sectors)%s", t->sector_size,
+				   other_gpt_hint(fd, t->sector_size));
 	} else if (fill_table_head(root, t, err) == 0 &&
 		   fill_partitions(ls, root, t, err) == 0) {
 		rc = 0;
