@@ -30,6 +30,9 @@
 #   img_gpt_out_of_range PATH    GPT (CRCs valid) whose partition 2 ends past
 #                                the header's last usable LBA
 #   gpt_fix_crcs PATH [SECTOR]   recompute a primary GPT's entry and header CRCs
+#   pt_sfdisk_json PATH [RUNNER...]  sfdisk --json of the image; with RUNNER
+#                                (e.g. loopfd run -r -b 4096 --grant) sfdisk
+#                                reads the device RUNNER puts on fd 3 instead
 
 _PT_ESP=C12A7328-F81F-11D2-BA4B-00A0C93EC93B
 _PT_ROOT_X86_64=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709
@@ -163,4 +166,14 @@ img_mbr_ebr_loop() {
 	# the first EBR (sector 43008): its link entry's start, relative to
 	# the extended partition, 0: itself
 	_pt_put "$1" $((43008 * 512 + 446 + 16 + 8)) '\x00\x00\x00\x00'
+}
+
+pt_sfdisk_json() {
+	local img=$1
+	shift
+	if [ $# = 0 ]; then
+		sfdisk --json "$img"
+	else
+		"$@" "$img" -- sfdisk --json /dev/fd/3 2>/dev/null
+	fi
 }
