@@ -191,7 +191,8 @@ struct loopfd_partition {
 	char uuid[40];		/* GPT partition GUID, upper case; MBR
 				   "<disk id>-<NN>" (the kernel's PARTUUID) */
 	char name[112];		/* GPT partition name (label), UTF-8; "" for MBR */
-	uint64_t attrs;		/* GPT attribute bits; MBR 0x80 if bootable */
+	uint64_t attrs;		/* GPT attribute bits; MBR the boot indicator
+				   byte (0x80: bootable) */
 	int extended;		/* MBR extended partition: the container of the
 				   logical ones; listed, never attached */
 };

@@ -375,8 +375,9 @@ static int fill_table_head(blkid_parttable pt, struct loopfd_partition_table *t,
 	snprintf(t->label, sizeof(t->label), "%s", type);
 	if (strcmp(type, "gpt") == 0)
 		copy_upper(t->id, sizeof(t->id), id);
-	else
-		snprintf(t->id, sizeof(t->id), "0x%s", id ? id : "");
+	else	/* as sfdisk: 0x and 8 digits; libblkid gives "" for 0 */
+		snprintf(t->id, sizeof(t->id), "0x%08lx",
+			 id ? strtoul(id, NULL, 16) & 0xffffffffUL : 0UL);
 	t->table_offset = off < 0 ? 0 : (uint64_t)off;
 	return 0;
 }
@@ -805,7 +806,7 @@ static void json_partition(FILE *f, const struct loopfd_partition_table *t,
 			json_string(f, p->name);
 		}
 	} else {
-		if (p->attrs & 0x80)
+		if (p->attrs == 0x80)	/* sfdisk: the active flag, exactly */
 			fputs(",\n            \"bootable\": true", f);
 		if (p->extended)
 			fputs(",\n            \"extended\": true", f);
