@@ -56,6 +56,7 @@ nobody_img img_mbr_logical "$T/mbr.img"
 nobody_img img_gpt128 "$T/gpt128.img"
 for i in gpt512 mbr gpt128; do same_as_sfdisk "$T/$i.img"; done
 same_as_sfdisk "$T/gpt4k.img" 4096	# the sector size detected, not given
+[ "$(jq '.partitiontable.partitions | length' "$T/ours.json")" = 2 ] || fail "gpt4k: want 2 partitions"
 # Damage both read alike: a protective MBR entry retyped 0x83 makes an MBR
 # with disk id 0; a boot indicator of 0x37 in an EBR is not "bootable".
 cp "$T/gpt512.img" "$T/retyped.img"
@@ -65,7 +66,6 @@ _pt_put "$T/bootbyte.img" $((43008 * 512 + 446)) '\x37'
 chown $NOBODY "$T/retyped.img" "$T/bootbyte.img"
 same_as_sfdisk "$T/retyped.img"
 same_as_sfdisk "$T/bootbyte.img"
-[ "$(jq '.partitiontable.partitions | length' "$T/ours.json")" = 2 ] || fail "gpt4k: want 2 partitions"
 as_nobody "$LOOPFD" partitions --json "$T/gpt128.img" > "$T/ours.json"
 [ "$(jq '.partitiontable.partitions | length' "$T/ours.json")" = 128 ] || fail "gpt128: want 128 partitions"
 # -b given: a 4Kn table read with 512-byte sectors is no table at all
