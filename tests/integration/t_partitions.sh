@@ -58,11 +58,11 @@ for i in gpt512 mbr gpt128; do same_as_sfdisk "$T/$i.img"; done
 same_as_sfdisk "$T/gpt4k.img" 4096	# the sector size detected, not given
 [ "$(jq '.partitiontable.partitions | length' "$T/ours.json")" = 2 ] || fail "gpt4k: want 2 partitions"
 # Damage both read alike: a protective MBR entry retyped 0x83 makes an MBR
-# with disk id 0; a boot indicator of 0x37 in an EBR is not "bootable".
+# with disk id 0; a boot indicator of 0xb7 in an EBR is not "bootable".
 cp "$T/gpt512.img" "$T/retyped.img"
 _pt_put "$T/retyped.img" 450 '\x83'
 cp "$T/mbr.img" "$T/bootbyte.img"
-_pt_put "$T/bootbyte.img" $((43008 * 512 + 446)) '\x37'
+_pt_put "$T/bootbyte.img" $((43008 * 512 + 446)) '\xb7'
 chown $NOBODY "$T/retyped.img" "$T/bootbyte.img"
 same_as_sfdisk "$T/retyped.img"
 same_as_sfdisk "$T/bootbyte.img"
