@@ -19,6 +19,8 @@
 #   img_mbr_logical PATH         MBR: 1 esp (0xef, bootable), 2 linux,
 #                                3 swap, 4 extended, logicals 5 and 6 (linux)
 #   img_gpt128 PATH              GPT with all 128 entries in use (sgdisk)
+#   img_gpt_hybrid PATH          img_gpt512 with a hybrid MBR (sgdisk -h): MBR
+#                                entry 1 is GPT partition 1, entry 2 the 0xee
 #   img_gpt_bad_primary PATH     img_gpt512 with its primary header zeroed
 #                                (the backup at the last LBA is intact)
 #   img_gpt_past_end PATH        img_gpt512 cut to 24 MiB: the table (and
@@ -81,6 +83,11 @@ img_gpt128() {
 		args+=(-n "$i:0:+64K" -c "$i:p$i")
 	done
 	sgdisk -a 8 -o "${args[@]}" "$1" >/dev/null
+}
+
+img_gpt_hybrid() {
+	img_gpt512 "$1"
+	sgdisk -h 1:EE "$1" > /dev/null
 }
 
 img_gpt_bad_primary() {

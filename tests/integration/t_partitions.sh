@@ -54,7 +54,9 @@ nobody_img img_gpt512 "$T/gpt512.img"
 nobody_img img_gpt4k "$T/gpt4k.img" 128 "${runner4k[@]}"
 nobody_img img_mbr_logical "$T/mbr.img"
 nobody_img img_gpt128 "$T/gpt128.img"
-for i in gpt512 mbr gpt128; do same_as_sfdisk "$T/$i.img"; done
+nobody_img img_gpt_hybrid "$T/hybrid.img"
+for i in gpt512 mbr gpt128 hybrid; do same_as_sfdisk "$T/$i.img"; done
+jq -e '.partitiontable.label == "gpt"' "$T/ours.json" > /dev/null || fail "hybrid: not read as GPT"
 same_as_sfdisk "$T/gpt4k.img" 4096	# the sector size detected, not given
 [ "$(jq '.partitiontable.partitions | length' "$T/ours.json")" = 2 ] || fail "gpt4k: want 2 partitions"
 # Damage both read alike: a protective MBR entry retyped 0x83 makes an MBR
@@ -74,7 +76,7 @@ grep -q "no partition table found (GPT or MBR, 512-byte sectors); a GPT header s
 	{ cat "$T/out"; fail "gpt4k -b 512: message"; }
 as_nobody "$LOOPFD" partitions "$T/mbr.img" > "$T/out"
 grep -Eq '^ +4 .* extended' "$T/out" || { cat "$T/out"; fail "mbr: partition 4 not shown as extended"; }
-note "reader agrees with sfdisk --json: GPT 512 and 4Kn (detected), MBR with logicals, GPT with 128 entries"
+note "reader agrees with sfdisk --json: GPT 512 and 4Kn (detected), MBR with logicals, GPT with 128 entries, hybrid MBR"
 
 # ---- refusals: loopfd partitions and loopfd run --partitions ---------------
 
