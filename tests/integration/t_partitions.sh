@@ -265,23 +265,35 @@ note "512 MiB GPT, 4096-byte sectors: the same"
 
 # MBR with logicals, every partition: fd 3 the disk, then 1 2 3 5 6 (the
 # extended container 4 is listed, not attached); a marker written through
-# each partition's fd lands at that partition's start in the image.
-as_nobody "$LOOPFD" run --partitions "$T/mbr.img" -- sh -c '
+# each partition's fd lands at that partition's start in the image, and
+# an ext4 made on logical partition 5 checks clean in its byte range.
+as_nobody "$LOOPFD" run --grant --partitions "$T/mbr.img" -- sh -c '
+	set -e
 	echo "$LOOPFD_PARTITIONS" > "$1/list"
 	head -c 512 <&3 | tail -c 2 | od -An -tx1 > "$1/sig"
 	for p in $LOOPFD_PARTITIONS; do
 		n=${p%%:*}; fd=${p#*:/dev/fd/}; fd=${fd%%:*}
 		eval "printf \"part%s\" \"\$n\" >&$fd"
-	done' sh "$T" 2> "$T/err" || { cat "$T/err"; fail "mbr --partitions run failed"; }
+	done
+	mkfs.ext4 -q -F -d "$2" "$LOOPFD_PART_5"' sh "$T" "$tree" 2> "$T/err" ||
+	{ cat "$T/err"; fail "mbr --partitions run failed"; }
 [ "$(tr ' ' '\n' < "$T/list" | cut -d: -f1,2 | tr '\n' ' ')" = "1:/dev/fd/4 2:/dev/fd/5 3:/dev/fd/6 5:/dev/fd/7 6:/dev/fd/8 " ] ||
 	fail "mbr --partitions: fds $(cat "$T/list")"
 [ "$(tr -d ' \n' < "$T/sig")" = 55aa ] || fail "mbr --partitions: fd 3 is not the whole disk"
 as_nobody "$LOOPFD" partitions --json "$T/mbr.img" > "$T/t.json"
-for n in 1 2 3 5 6; do
+for n in 1 2 3 6; do
 	start=$(jq ".partitiontable.partitions[] | select(.number == $n) | .start_bytes" "$T/t.json")
 	[ "$(dd if="$T/mbr.img" bs=1 skip="$start" count=5 status=none)" = "part$n" ] ||
 		fail "mbr: partition $n's marker is not at byte $start"
 done
+read -r s5 z5 < <(jq -r '.partitiontable.partitions[] | select(.number == 5) |
+	"\(.start_bytes) \(.size_bytes)"' "$T/t.json")
+extract "$T/mbr.img" "$s5" "$z5" "$T/p5.part"
+e2fsck -fn "$T/p5.part" > "$T/fsck" 2>&1 || { cat "$T/fsck"; fail "mbr: e2fsck on logical partition 5"; }
+rm -rf "$T/root.out" && mkdir "$T/root.out"
+debugfs -R "rdump / $T/root.out" "$T/p5.part" > /dev/null 2>&1
+rm -rf "$T/root.out/lost+found"
+diff -r "$tree" "$T/root.out" || fail "mbr: partition 5's files differ from the tree"
 sfdisk --verify "$T/mbr.img" > /dev/null || fail "mbr: table damaged by the partition writes"
 assert_no_device_for "$T/mbr.img"
-note "MBR with logicals: --partitions puts 1 2 3 5 6 on fds 4-8, each writes at its own start"
+note "MBR with logicals: --partitions puts 1 2 3 5 6 on fds 4-8, each writes at its own start; ext4 on logical 5 checks clean"
