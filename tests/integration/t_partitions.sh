@@ -74,6 +74,12 @@ as_nobody "$LOOPFD" partitions --json "$T/gpt128.img" > "$T/ours.json"
 as_nobody "$LOOPFD" partitions -b 512 "$T/gpt4k.img" > "$T/out" 2>&1 && fail "gpt4k read with -b 512"
 grep -q "no partition table found (GPT or MBR, 512-byte sectors); a GPT header sits at byte 4096: 4096-byte sectors?" "$T/out" ||
 	{ cat "$T/out"; fail "gpt4k -b 512: message"; }
+# GPT signatures at both places a header can be: no guess
+cp "$T/gpt512.img" "$T/both.img"
+_pt_put "$T/both.img" 4096 'EFI PART'
+as_nobody "$LOOPFD" partitions "$T/both.img" > "$T/out" 2>&1 && fail "both.img: a sector size was guessed"
+grep -q "GPT headers at byte 512 and at byte 4096: give the sector size (-b 512 or -b 4096)" "$T/out" ||
+	{ cat "$T/out"; fail "both.img: message"; }
 as_nobody "$LOOPFD" partitions "$T/mbr.img" > "$T/out"
 grep -Eq '^ +4 .* extended' "$T/out" || { cat "$T/out"; fail "mbr: partition 4 not shown as extended"; }
 note "reader agrees with sfdisk --json: GPT 512 and 4Kn (detected), MBR with logicals, GPT with 128 entries, hybrid MBR"
