@@ -77,6 +77,7 @@ HELPER_SRC  := $(wildcard helper/*.c)
 # One line per source file: add a client/ source with `LIB_SRC += ...`
 # (the library, also linked into the CLI) or `CLI_SRC += ...` (the command).
 LIB_SRC     := client/libloopfd.c
+LIB_SRC     += client/partitions.c
 CLI_SRC     := client/cli.c
 
 objs = $(patsubst %.c,$(O)/%.o,$(1))
@@ -158,7 +159,7 @@ $(LIB_A): $(call objs,$(LIB_SRC) $(PROTO_SRC))
 	rm -f $@ && ar rcs $@ $^
 
 $(LIB_SO): $(call pics,$(LIB_SRC) $(PROTO_SRC))
-	$(CC) $(CFLAGS_ALL) -shared $(LDFLAGS_ALL) -Wl,-soname,libloopfd.so.1 $^ -o $@
+	$(CC) $(CFLAGS_ALL) -shared $(LDFLAGS_ALL) -Wl,-soname,libloopfd.so.1 $^ -lblkid -o $@
 	ln -sf libloopfd.so.1 $(O)/libloopfd.so
 
 # The CLI links libloopfd statically in either case: `loopfd run` starts
@@ -166,7 +167,7 @@ $(LIB_SO): $(call pics,$(LIB_SRC) $(PROTO_SRC))
 # dynamic loader's work.
 CLI_LINK ?= $(PROG_LINK)
 $(CLI): $(call objs,$(CLI_SRC)) $(LIB_A)
-	$(CC) $(CFLAGS_ALL) $(CLI_LINK) $(LDFLAGS_ALL) $^ -o $@
+	$(CC) $(CFLAGS_ALL) $(CLI_LINK) $(LDFLAGS_ALL) $^ -lblkid -o $@
 
 # @NAME@ in a .in file becomes the path (or version) this build is for.
 SUBST = sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@PREFIX@|$(PREFIX)|g' \

@@ -54,7 +54,7 @@ if [ -z "${ONLY:-}" ]; then
 	echo "== the loopfd CLI and libloopfd under ASan/UBSan, through integration tests"
 	if make -s O="$LOOPFD_T/asan" PREFIX="$PREFIX" SYSCONFDIR="$LOOPFD_T/etc" \
 		RUNSTATEDIR="$LOOPFD_RUN" asan-cli > "$LOOPFD_T/asan.log" 2>&1; then
-		for t in buffered_writes readonly busy sigkill options policy; do
+		for t in buffered_writes readonly busy sigkill options policy partitions; do
 			echo "== asan: integration/t_$t.sh"
 			LOOPFD_CLI=$LOOPFD_T/asan/loopfd timeout -k 5 240 bash tests/integration/t_$t.sh
 			result "asan/t_$t.sh" $?

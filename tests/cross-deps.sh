@@ -5,7 +5,7 @@
 # native libseccomp-dev).  Adds the arm64 architecture to dpkg once; does
 # nothing when everything is there.  Runs as root (CI does).
 set -euo pipefail
-pkgs=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross libcap-dev:arm64 file binutils)
+pkgs=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross libcap-dev:arm64 libblkid-dev:arm64 file binutils)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
