@@ -152,5 +152,20 @@ out=$(as_nobody "$HX" --env LD_PRELOAD="$BUILD/tests/marker_preload.so" \
 [ "$out" = served ] || fail "hostile environment: $out"
 [ ! -e "$T/marker" ] || fail "LD_PRELOAD reached the setuid helper"
 ls "$T"/lddebug* >/dev/null 2>&1 && fail "LD_DEBUG_OUTPUT honoured by the setuid helper"
+# 5. A kernel without Landlock (left out of lsm=): the helper must not serve
+#    as a uid-0 process that could still open any root-owned file.  The
+#    daemon runs under a filter that answers landlock_create_ruleset with
+#    ENOSYS, as such a kernel does; the same daemon serves without it (the
+#    control).
+"$BUILD/tests/without_syscall" landlock_create_ruleset 38 \
+	"$HELPER" --listen "$T/noll.sock" 2> "$T/noll.log" &
+remember_pid $!
+wait_until 5 test -S "$T/noll.sock" || fail "daemon without Landlock did not start listening"
+if as_nobody "$LOOPFD" run --socket "$T/noll.sock" "$T/img" -- true 2> "$T/err"; then
+	fail "served without Landlock"
+fi
+wait_until 5 grep -q "Landlock (confining the helper to /dev): Operation not supported" "$T/noll.log" \
+	|| fail "refusal without Landlock not logged: $(cat "$T/noll.log")"
+as_nobody "$LOOPFD" run --socket "$T/sock" "$T/img" -- true || fail "control: the daemon with Landlock does not serve"
 assert_no_device_for "$T/img"
-note "caps/NNP/seccomp exact in 3 modes; unreachable by its user; hostile execs handled"
+note "caps/NNP/seccomp exact in 3 modes; unreachable by its user; hostile execs handled; no service without Landlock"
