@@ -60,7 +60,7 @@ trap 'exit 130' INT TERM
 
 # (the trap is set first: a failed build must not leave the temp root behind)
 echo "bench: building and installing into a temp prefix..." >&2
-install_temp_prefix bench
+install_temp_prefix bench test-programs
 W=$LOOPFD_T/work
 mkdir -m 0755 "$W"
 BENCH=$BUILD/tests/bench

@@ -15,6 +15,8 @@
 #include "loopfd.h"
 #include "paths.h"
 
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -39,12 +41,18 @@ struct options {
 	const char *socket_path;	/* NULL: $LOOPFD_SOCKET or setuid helper */
 	int lock;
 	int verbose;
+	int partitions;			/* --partitions */
+	const char **selectors;		/* --partition SEL..., nsel of them */
+	size_t nsel;
 };
 
 struct image {
-	const char *path;
+	const char *path;		/* for messages: "disk.img partition 2" too */
+	char *owned_path;		/* path, when made here */
 	int fd;				/* the opened image, until attached */
 	int attached;
+	const struct loopfd_partition_table *table;	/* a partition: of this */
+	size_t part;			/* table->parts[part]; table NULL: whole */
 	struct loopfd_device dev;
 };
 
@@ -55,6 +63,9 @@ enum {
 	OPT_GRANT,
 	OPT_TIMEOUT,
 	OPT_SOCKET,
+	OPT_PARTITIONS,
+	OPT_PARTITION,
+	OPT_JSON,
 };
 
 static void usage_error(const char *fmt, ...)
@@ -88,6 +99,9 @@ static int print_help(void)
 "\n"
 "SYNOPSIS\n"
 "  loopfd run [OPTION...] IMAGE [IMAGE...] -- COMMAND [ARG...]\n"
+"  loopfd run [OPTION...] --partitions IMAGE -- COMMAND [ARG...]\n"
+"  loopfd run [OPTION...] --partition SEL [--partition SEL...] IMAGE -- COMMAND...\n"
+"  loopfd partitions [--json] [-b N] IMAGE\n"
 "  loopfd --help | --version\n"
 "\n"
 "DESCRIPTION\n"
@@ -110,7 +124,9 @@ static int print_help(void)
 "      --sizelimit BYTES    the device is at most BYTES long (default: to EOF)\n"
 "  -b, --sector-size N      logical sector size: 512, 1024, 2048, 4096\n"
 "      --direct-io          the device reads and writes IMAGE with O_DIRECT\n"
-"  -P, --partscan           have the kernel scan the partition table\n"
+"  -P, --partscan           have the kernel scan the partition table (a kernel\n"
+"                           without partition parsers makes no loopNpM: loopfd\n"
+"                           warns and points to --partitions)\n"
 "      --lock               flock(LOCK_EX) the device, so udev leaves it alone\n"
 "                           while COMMAND keeps fd 3 open\n"
 "      --grant              make /dev/loopN yours while attached, so tools that\n"
@@ -119,10 +135,67 @@ static int print_help(void)
 "                           openers when releasing (default 10)\n"
 "      --socket PATH        use the helper daemon `loopfd-helper --listen PATH`\n"
 "                           instead of starting the setuid helper\n"
+"      --partitions         IMAGE's partition table is read by loopfd and each\n"
+"                           partition is attached as a device of its own: fd 3\n"
+"                           is the whole IMAGE, fds 4, 5, ... every partition\n"
+"                           in table order (MBR extended containers excepted)\n"
+"      --partition SEL      attach only the partition SEL names, on fds 3, 4,\n"
+"                           ... in the order given (repeatable); see PARTITIONS\n"
+"      --json               loopfd partitions: the table as JSON (see PARTITIONS)\n"
 "  -v, --verbose            report each device attached and released\n"
 "  -h, --help               show this help and exit\n"
 "  -V, --version            show the version and exit\n"
 "  BYTES is a plain number, or one ending in KiB, MiB or GiB.\n"
+"\n"
+"PARTITIONS\n"
+"  With --partitions or --partition, loopfd reads IMAGE's partition table\n"
+"  itself (GPT or MBR with logical partitions, through libblkid) and asks\n"
+"  the helper for one device per partition: a window of offset and size on\n"
+"  the same open IMAGE, so no kernel partition parser is needed and no\n"
+"  loopNpM node, and --grant covers each partition's own /dev/loopN. The\n"
+"  sector size is -b if given, else 4096 if a GPT header sits at byte 4096,\n"
+"  else 512; every device gets it. A table loopfd cannot trust is refused\n"
+"  with the partition and the numbers: a damaged primary GPT (even with a\n"
+"  good backup), entries outside the GPT's usable area, overlapping\n"
+"  partitions, partitions or a table past the end of IMAGE. -o and\n"
+"  --sizelimit do not go with these options, and they take one IMAGE.\n"
+"  Do not write the same bytes through the whole disk and a partition\n"
+"  device: each device has a page cache of its own.\n"
+"\n"
+"  SEL is a partition number (2); a GPT partition name (\"EFI System\");\n"
+"  a type GUID; an MBR type (0x83); or a type name of the Discoverable\n"
+"  Partitions Specification: esp, xbootldr, swap, home, srv, var, tmp,\n"
+"  user-home, linux-generic, and root, usr, root-verity, usr-verity,\n"
+"  root-verity-sig, usr-verity-sig, each with an architecture (root-x86-64,\n"
+"  root-arm64, usr-riscv64, ...: x86, x86-64, arm, arm64, ia64, alpha, arc,\n"
+"  loongarch64, mips-le, mips64-le, ppc, ppc64, ppc64-le, riscv32, riscv64,\n"
+"  s390, s390x, tilegx) or without one for any architecture. MBR types\n"
+"  0xef, 0xea, 0x82 and 0x83 are esp, xbootldr, swap and linux-generic.\n"
+"  SEL must match exactly one partition; otherwise loopfd lists the table.\n"
+"\n"
+"  COMMAND gets, for each partition device (<N> its number in the table):\n"
+"    LOOPFD_PART_<N>=/dev/fd/K        its fd\n"
+"    LOOPFD_PART_<N>_DEVICE           its device name, loopM\n"
+"    LOOPFD_PART_<N>_START, _SIZE     its offset and size in IMAGE, in bytes\n"
+"    LOOPFD_PART_<N>_TYPE             type GUID (GPT), type byte in hex (MBR)\n"
+"    LOOPFD_PART_<N>_TYPE_NAME        type name as above, empty if none\n"
+"    LOOPFD_PART_<N>_NAME             GPT partition name, empty for MBR\n"
+"    LOOPFD_PART_<N>_UUID             GPT partition UUID; MBR: the kernel's\n"
+"                                     PARTUUID, DISKID-NN\n"
+"    LOOPFD_PART_<TYPE>=/dev/fd/K     <TYPE> the type name in capitals, - as\n"
+"                                     _ (LOOPFD_PART_ESP, LOOPFD_PART_ROOT,\n"
+"                                     LOOPFD_PART_ROOT_X86_64); set only when\n"
+"                                     exactly one device has that type\n"
+"  and LOOPFD_SECTOR_SIZE, and LOOPFD_PARTITIONS: one word per partition\n"
+"  device, in fd order, NUMBER:/dev/fd/K:loopM:START:SIZE:TYPE (START and\n"
+"  SIZE in bytes, TYPE the type name, or the GUID or MBR type without one).\n"
+"  LOOPFD_DEVICES and LOOPFD_NAMES list every device, the whole disk too.\n"
+"\n"
+"  loopfd partitions prints the table as loopfd reads it (the same checks),\n"
+"  as a list or with --json in the layout and field meanings of\n"
+"  sfdisk --json (label, id, sectorsize; start and size in sectors, type,\n"
+"  uuid, name, bootable), plus number, start_bytes, size_bytes, type_name\n"
+"  and extended. -b N reads it with N-byte sectors. It attaches nothing.\n"
 "\n"
 "ENVIRONMENT\n"
 "  LOOPFD_SOCKET   the helper daemon's socket, when --socket is not given\n"
@@ -141,6 +214,9 @@ static int print_help(void)
 "  loopfd run --grant disk.img -- mkfs.fat /dev/fd/3\n"
 "  loopfd run disk.img -- sh -c 'cat data >&3'\n"
 "  loopfd run -r -o 1MiB --sizelimit 16MiB disk.img -- sh -c 'od -N 512 <&3'\n"
+"  loopfd run --grant --partition esp --partition root disk.img -- \\\n"
+"      sh -c 'mkfs.vfat $LOOPFD_PART_ESP && mkfs.ext4 -d rootfs $LOOPFD_PART_ROOT'\n"
+"  loopfd partitions --json disk.img\n"
 "  # bubblewrap sets no_new_privs, which disarms the setuid helper: start a\n"
 "  # helper daemon outside, as root, and use its socket inside:\n"
 "  #   %s --listen /run/loopfd-ci.sock &\n"
@@ -261,11 +337,25 @@ static const struct option long_options[] = {
 	{ "grant",		no_argument,		NULL, OPT_GRANT },
 	{ "release-timeout",	required_argument,	NULL, OPT_TIMEOUT },
 	{ "socket",		required_argument,	NULL, OPT_SOCKET },
+	{ "partitions",		no_argument,		NULL, OPT_PARTITIONS },
+	{ "partition",		required_argument,	NULL, OPT_PARTITION },
 	{ "verbose",		no_argument,		NULL, 'v' },
 	{ "help",		no_argument,		NULL, 'h' },
 	{ "version",		no_argument,		NULL, 'V' },
 	{ NULL,			0,			NULL, 0 },
 };
+
+static void add_selector(struct options *o, const char *sel)
+{
+	const char **v = realloc(o->selectors, (o->nsel + 1) * sizeof(*v));
+
+	if (!v) {
+		perror("loopfd");
+		exit(1);
+	}
+	v[o->nsel++] = sel;
+	o->selectors = v;
+}
 
 /* One option into o; -h and -V end the program here. */
 static void take_option(int c, const char *arg, struct options *o)
@@ -284,6 +374,8 @@ static void take_option(int c, const char *arg, struct options *o)
 		o->timeout_arg = arg;
 		break;
 	case OPT_SOCKET:	o->socket_path = arg; break;
+	case OPT_PARTITIONS:	o->partitions = 1; break;
+	case OPT_PARTITION:	add_selector(o, arg); break;
 	case 'v':		o->verbose = 1; break;
 	case 'h':		exit(print_help());
 	case 'V':		exit(print_version());
@@ -436,17 +528,27 @@ static int lock_device(const struct image *img)
 	return 0;
 }
 
+static void warn_partscan(const struct image *img);
+
 static int attach_one(struct loopfd_session *s, struct image *img,
 		      const struct options *o)
 {
 	struct loopfd_error err;
+	int rc;
 
-	if (loopfd_attach(s, img->fd, &o->attach, &img->dev, &err) < 0) {
+	if (img->table)		/* offset, size and sector size from the table */
+		rc = loopfd_attach_partition(s, img->fd, img->table, img->part,
+					     &o->attach, &img->dev, &err);
+	else
+		rc = loopfd_attach(s, img->fd, &o->attach, &img->dev, &err);
+	if (rc < 0) {
 		fprintf(stderr, "loopfd: %s: %s\n", img->path,
 			loopfd_strerror(&err));
 		return -1;
 	}
 	img->attached = 1;
+	if (o->attach.flags & LOOPFD_PARTSCAN)
+		warn_partscan(img);
 	/* The device holds its own reference to the file from here on. */
 	close(img->fd);
 	img->fd = -1;
@@ -498,6 +600,8 @@ static void print_session(const struct loopfd_session *s)
 }
 
 /* ---- the command ----------------------------------------------------------- */
+
+static int export_partition_env(const struct image *imgs, size_t n);
 
 static int export_env(const struct image *imgs, size_t n)
 {
@@ -835,19 +939,394 @@ static int release_all(struct loopfd_session *s, struct image *imgs,
 	return failed;
 }
 
+/* ---- partitions ------------------------------------------------------------ */
+
+/* --partitions and --partition take one IMAGE, whose table decides the
+ * windows: offsets of one's own would contradict it. */
+static void check_partition_options(const struct options *o, size_t n)
+{
+	if (!o->partitions && !o->nsel)
+		return;
+	if (o->partitions && o->nsel)
+		usage_error("--partitions attaches every partition: it does not "
+			    "go with --partition");
+	if (n != 1)
+		usage_error("--partition%s takes exactly one IMAGE (%zu given)",
+			    o->partitions ? "s" : "", n);
+	if (o->attach.offset || o->attach.sizelimit)
+		usage_error("--partition%s: offset and size come from the "
+			    "partition table, not -o/--sizelimit",
+			    o->partitions ? "s" : "");
+}
+
+/* Entry e: partition t->parts[i] of path, on its own copy of fd. */
+static int set_partition_entry(struct image *e, const char *path, int fd,
+			       const struct loopfd_partition_table *t, size_t i)
+{
+	e->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	e->dev.fd = -1;
+	e->table = t;
+	e->part = i;
+	if (e->fd < 0 ||
+	    asprintf(&e->owned_path, "%s partition %u", path,
+		     t->parts[i].number) < 0) {
+		e->owned_path = NULL;
+		perror("loopfd");
+		return -1;
+	}
+	e->path = e->owned_path;
+	return 0;
+}
+
+/* The partitions to attach, as indexes into t->parts, into idx (*k of
+ * them): every one but MBR extended containers, or the selected ones. */
+static int pick_partitions(const char *path, const struct options *o,
+			   const struct loopfd_partition_table *t,
+			   size_t *idx, size_t *k)
+{
+	struct loopfd_error err;
+	size_t i, j;
+
+	*k = 0;
+	for (i = 0; o->partitions && i < t->count; i++)
+		if (!t->parts[i].extended)
+			idx[(*k)++] = i;
+	for (i = 0; i < o->nsel; i++) {
+		if (loopfd_partition_select(t, o->selectors[i], &idx[*k], &err) < 0) {
+			fprintf(stderr, "loopfd: %s: %s\n", path, loopfd_strerror(&err));
+			return -1;
+		}
+		for (j = 0; j < *k; j++)
+			if (idx[j] == idx[*k]) {
+				fprintf(stderr, "loopfd: %s: --partition %s: "
+					"partition %u is selected twice\n", path,
+					o->selectors[i], t->parts[idx[j]].number);
+				return -1;
+			}
+		(*k)++;
+	}
+	if (*k == 0)
+		fprintf(stderr, "loopfd: %s: the %s partition table has no "
+			"partition to attach\n", path, t->label);
+	return *k ? 0 : -1;
+}
+
+/*
+ * Read the one IMAGE's table and replace *imgs by the devices to attach:
+ * the whole image then every partition (--partitions), or the selected
+ * partitions in the order given.  Every device gets the table's sector size.
+ */
+static int expand_partitions(struct image **imgs, size_t *n,
+			     struct options *o, struct loopfd_partition_table *t)
+{
+	struct image *whole = &(*imgs)[0], *v;
+	struct loopfd_error err;
+	size_t *idx, k, i, first;
+	int rc = -1;
+
+	if (loopfd_partitions_read(whole->fd, o->attach.sector_size, t, &err) < 0) {
+		fprintf(stderr, "loopfd: %s: %s\n", whole->path, loopfd_strerror(&err));
+		return -1;
+	}
+	o->attach.sector_size = t->sector_size;
+	idx = calloc(t->count + o->nsel + 1, sizeof(*idx));
+	v = calloc(t->count + o->nsel + 1, sizeof(*v));
+	if (!idx || !v) {
+		perror("loopfd");
+		goto out;
+	}
+	if (pick_partitions(whole->path, o, t, idx, &k) < 0)
+		goto out;
+	first = o->partitions ? 1 : 0;
+	for (i = 0; i < k; i++) {
+		v[first + i].fd = -1;
+		if (set_partition_entry(&v[first + i], whole->path, whole->fd, t,
+					idx[i]) < 0) {
+			close_images(v, first + k);
+			for (i = 0; i < first + k; i++)
+				free(v[i].owned_path);
+			goto out;
+		}
+	}
+	if (o->partitions)
+		v[0] = *whole;
+	else
+		close(whole->fd);
+	free(*imgs);
+	*imgs = v;
+	*n = first + k;
+	v = NULL;
+	rc = 0;
+out:
+	free(idx);
+	free(v);
+	return rc;
+}
+
+/* "root-x86-64" -> "ROOT_X86_64" */
+static void env_word(char *dst, size_t cap, const char *src)
+{
+	size_t i;
+
+	for (i = 0; src[i] && i + 1 < cap; i++)
+		dst[i] = src[i] == '-' ? '_' : (char)toupper((unsigned char)src[i]);
+	dst[i] = '\0';
+}
+
+static int set_env(const char *name, const char *value)
+{
+	if (setenv(name, value, 1) == 0)
+		return 0;
+	perror("loopfd: setting the environment");
+	return -1;
+}
+
+/*
+ * The words partition p is known by in LOOPFD_PART_<WORD>: its type name
+ * ("ROOT_X86_64") and, for a root or /usr partition, the kind alone
+ * ("ROOT").  Returns how many (0 to 2).
+ */
+static int type_words(const struct loopfd_partition *p, char w[2][40])
+{
+	char *cut;
+
+	if (!p->type_name[0])
+		return 0;
+	env_word(w[0], sizeof(w[0]), p->type_name);
+	if (strncmp(w[0], "ROOT_", 5) != 0 && strncmp(w[0], "USR_", 4) != 0)
+		return 1;
+	if (strstr(w[0], "VERITY"))
+		return 1;
+	memcpy(w[1], w[0], sizeof(w[1]));
+	cut = strchr(w[1], '_');
+	*cut = '\0';
+	return 2;
+}
+
+/* How many partition devices are known by word. */
+static size_t devices_known_as(const struct image *imgs, size_t n,
+			       const char *word)
+{
+	char w[2][40];
+	size_t i, seen = 0;
+	int k, j;
+
+	for (i = 0; i < n; i++) {
+		if (!imgs[i].table)
+			continue;
+		k = type_words(&imgs[i].table->parts[imgs[i].part], w);
+		for (j = 0; j < k; j++)
+			seen += strcmp(w[j], word) == 0;
+	}
+	return seen;
+}
+
+static int set_part_env(uint32_t number, const char *suffix, const char *value)
+{
+	char var[64];
+
+	snprintf(var, sizeof(var), "LOOPFD_PART_%u%s", number, suffix);
+	return set_env(var, value);
+}
+
+static int partition_env(const struct image *img, size_t fdnum, char *list,
+			 size_t cap, const struct image *imgs, size_t n)
+{
+	const struct loopfd_partition *p = &img->table->parts[img->part];
+	char fd[32], start[24], size[24], var[96], w[2][40];
+	const char *typ = p->type_name[0] ? p->type_name : p->type;
+	int rc = 0, k, j;
+
+	snprintf(fd, sizeof(fd), "/dev/fd/%zu", fdnum);
+	snprintf(start, sizeof(start), "%" PRIu64, p->start_bytes);
+	snprintf(size, sizeof(size), "%" PRIu64, p->size_bytes);
+	rc |= set_part_env(p->number, "", fd);
+	rc |= set_part_env(p->number, "_DEVICE", img->dev.name);
+	rc |= set_part_env(p->number, "_START", start);
+	rc |= set_part_env(p->number, "_SIZE", size);
+	rc |= set_part_env(p->number, "_TYPE", p->type);
+	rc |= set_part_env(p->number, "_TYPE_NAME", p->type_name);
+	rc |= set_part_env(p->number, "_UUID", p->uuid);
+	rc |= set_part_env(p->number, "_NAME", p->name);
+	k = type_words(p, w);
+	for (j = 0; j < k; j++) {
+		snprintf(var, sizeof(var), "LOOPFD_PART_%s", w[j]);
+		if (devices_known_as(imgs, n, w[j]) == 1)
+			rc |= set_env(var, fd);
+	}
+	snprintf(list + strlen(list), cap - strlen(list), "%s%u:%s:%s:%s:%s:%s",
+		 list[0] ? " " : "", p->number, fd, img->dev.name, start, size,
+		 typ);
+	return rc ? -1 : 0;
+}
+
+/*
+ * For each partition device: LOOPFD_PART_<N>=/dev/fd/K and its details,
+ * LOOPFD_PART_<TYPE>=/dev/fd/K where one device has that type, and
+ * LOOPFD_PARTITIONS, one NUMBER:FD:DEVICE:START:SIZE:TYPE word each.
+ */
+static int export_partition_env(const struct image *imgs, size_t n)
+{
+	const struct loopfd_partition_table *t = NULL;
+	size_t cap = n * 160 + 1, i;
+	char *list, ss[16];
+	int rc = 0;
+
+	for (i = 0; i < n && !t; i++)
+		t = imgs[i].table;
+	if (!t)
+		return 0;	/* no partition devices */
+	list = calloc(cap, 1);
+	if (!list) {
+		perror("loopfd");
+		return -1;
+	}
+	for (i = 0; i < n && rc == 0; i++)
+		if (imgs[i].table)
+			rc = partition_env(&imgs[i], FIRST_DEVICE_FD + i, list,
+					   cap, imgs, n);
+	snprintf(ss, sizeof(ss), "%u", t->sector_size);
+	if (rc == 0)
+		rc = set_env("LOOPFD_PARTITIONS", list) |
+		     set_env("LOOPFD_SECTOR_SIZE", ss);
+	free(list);
+	return rc ? -1 : 0;
+}
+
+/* Does /sys/block/NAME hold a NAMEp* partition (or cannot we tell)? */
+static int has_partition_devices(const char *name)
+{
+	char path[64], prefix[40];
+	struct dirent *d;
+	DIR *dir;
+	int found = 0;
+
+	snprintf(path, sizeof(path), "/sys/block/%s", name);
+	snprintf(prefix, sizeof(prefix), "%sp", name);
+	dir = opendir(path);
+	if (!dir)
+		return 1;
+	while (!found && (d = readdir(dir)) != NULL)
+		found = strncmp(d->d_name, prefix, strlen(prefix)) == 0;
+	closedir(dir);
+	return found;
+}
+
+/* A kernel without partition parsers (CONFIG_MSDOS_PARTITION,
+ * CONFIG_EFI_PARTITION) scans nothing: the partition devices appear in
+ * /sys/block/loopN/ during the attach, or never. */
+static void warn_partscan(const struct image *img)
+{
+	struct loopfd_partition_table t;
+	int fd;
+
+	if (img->table || has_partition_devices(img->dev.name))
+		return;
+	fd = fcntl(img->dev.fd, F_DUPFD_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	if (loopfd_partitions_read(fd, 0, &t, NULL) == 0 &&
+	    t.count > 0)
+		fprintf(stderr, "loopfd: warning: -P: the kernel made no "
+			"partition devices for %s (%s holds a %s table with %zu "
+			"partitions): this kernel cannot parse partition tables. "
+			"--partitions attaches each partition as a device of its "
+			"own instead\n", img->dev.path, img->path, t.label, t.count);
+	loopfd_partitions_free(&t);
+	close(fd);
+}
+
+/* The table as a text listing: sizes in bytes and sectors, names quoted. */
+static void print_table(const char *path, const struct loopfd_partition_table *t)
+{
+	const struct loopfd_partition *p;
+	size_t i, j;
+
+	printf("%s: %s table, id %s, %u-byte sectors, %" PRIu64 " bytes\n",
+	       path, t->label, t->id, t->sector_size, t->disk_bytes);
+	printf("%6s %12s %12s %14s %14s  %-20s %s\n", "NUMBER", "START",
+	       "SECTORS", "START_BYTES", "SIZE_BYTES", "TYPE", "NAME");
+	for (i = 0; i < t->count; i++) {
+		p = &t->parts[i];
+		printf("%6u %12" PRIu64 " %12" PRIu64 " %14" PRIu64 " %14" PRIu64
+		       "  %-20s ", p->number, p->start, p->size, p->start_bytes,
+		       p->size_bytes, p->extended ? "extended" :
+		       p->type_name[0] ? p->type_name : p->type);
+		for (j = 0; p->name[j]; j++)	/* a name may hold anything */
+			putchar((unsigned char)p->name[j] < 0x20 ||
+				p->name[j] == 0x7f ? '?' : p->name[j]);
+		putchar('\n');
+	}
+}
+
+/* loopfd partitions [--json] [-b N] IMAGE */
+static int cmd_partitions(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "json",		no_argument,		NULL, OPT_JSON },
+		{ "sector-size",	required_argument,	NULL, 'b' },
+		{ "help",		no_argument,		NULL, 'h' },
+		{ NULL,			0,			NULL, 0 },
+	};
+	static char prog[] = "loopfd";
+	struct loopfd_partition_table t;
+	struct loopfd_error err;
+	uint32_t ss = 0;
+	int c, json = 0, fd, rc;
+
+	argv[0] = prog;
+	while ((c = getopt_long(argc, argv, "+b:h", opts, NULL)) != -1) {
+		if (c == OPT_JSON)
+			json = 1;
+		else if (c == 'b')
+			ss = parse_u32("--sector-size", optarg);
+		else if (c == 'h')
+			return print_help();
+		else
+			usage_error("invalid command line (loopfd partitions "
+				    "[--json] [-b N] IMAGE)");
+	}
+	if (optind + 1 != argc)
+		usage_error("partitions takes one IMAGE");
+	fd = open(argv[optind], O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0) {
+		fprintf(stderr, "loopfd: %s: cannot open for reading: %s\n",
+			argv[optind], strerror(errno));
+		return 1;
+	}
+	rc = loopfd_partitions_read(fd, ss, &t, &err);
+	close(fd);
+	if (rc < 0) {
+		fprintf(stderr, "loopfd: %s: %s\n", argv[optind], loopfd_strerror(&err));
+		return 1;
+	}
+	if (json)
+		loopfd_partitions_json(stdout, &t, argv[optind]);
+	else
+		print_table(argv[optind], &t);
+	loopfd_partitions_free(&t);
+	return flush_stdout();
+}
+
 /* ---- main ------------------------------------------------------------------- */
 
 /* Everything from opening the images to the last release; returns the
  * exit status. */
-static int run_with_images(struct image *imgs, size_t n, char **cmd,
-			   struct options *o)
+static int run_with_images(struct image **imgsp, size_t *np, char **cmd,
+			   struct options *o, struct loopfd_partition_table *t)
 {
 	struct loopfd_session *s;
 	struct loopfd_error err;
+	struct image *imgs;
+	size_t n;
 	int status, failed;
 
-	if (open_images(imgs, n, o) < 0)
+	if (open_images(*imgsp, *np, o) < 0)
 		return 1;
+	if ((o->partitions || o->nsel) && expand_partitions(imgsp, np, o, t) < 0)
+		return 1;
+	imgs = *imgsp;
+	n = *np;
 	if (loopfd_connect(&s, o->socket_path, &err) < 0) {
 		fprintf(stderr, "loopfd: %s\n", loopfd_strerror(&err));
 		return 1;
@@ -858,7 +1337,8 @@ static int run_with_images(struct image *imgs, size_t n, char **cmd,
 		loopfd_close(s);
 		return 2;
 	}
-	if (attach_all(s, imgs, n, o) < 0 || export_env(imgs, n) < 0) {
+	if (attach_all(s, imgs, n, o) < 0 || export_env(imgs, n) < 0 ||
+	    export_partition_env(imgs, n) < 0) {
 		close_images(imgs, n);
 		release_all(s, imgs, n, o);
 		return 1;
@@ -870,16 +1350,22 @@ static int run_with_images(struct image *imgs, size_t n, char **cmd,
 
 static int cmd_run(int argc, char **argv)
 {
+	struct loopfd_partition_table t = { 0 };
 	struct options o;
 	struct image *imgs;
 	char **cmd;
-	size_t n;
+	size_t n, i;
 	int status;
 
 	split_operands(argc, argv, parse_options(argc, argv, &o), &imgs, &n, &cmd);
-	status = run_with_images(imgs, n, cmd, &o);
+	check_partition_options(&o, n);
+	status = run_with_images(&imgs, &n, cmd, &o, &t);
 	close_images(imgs, n);
+	for (i = 0; i < n; i++)
+		free(imgs[i].owned_path);
 	free(imgs);
+	free(o.selectors);
+	loopfd_partitions_free(&t);
 	return status;
 }
 
@@ -894,7 +1380,10 @@ int main(int argc, char **argv)
 		return print_help();
 	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0)
 		return print_version();
+	if (strcmp(argv[1], "partitions") == 0)
+		return cmd_partitions(argc - 1, argv + 1);
 	if (strcmp(argv[1], "run") != 0)
-		usage_error("unknown command '%s' (the command is 'run')", argv[1]);
+		usage_error("unknown command '%s' (the commands are 'run' and "
+			    "'partitions')", argv[1]);
 	return cmd_run(argc - 1, argv + 1);
 }

@@ -143,4 +143,8 @@ void sleep_us(unsigned long us);
 /* log.c: one line to stderr, prefixed "loopfd-helper[pid]: " */
 void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* kernel.c: Linux 5.15 or later, or exit(1) with a message naming both. */
+int kernel_release_at_least(const char *release, unsigned major, unsigned minor);
+void require_minimum_kernel(void);
+
 #endif

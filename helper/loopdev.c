@@ -339,26 +339,9 @@ static uint32_t kernel_flags(uint32_t flags)
 	return k;
 }
 
-/* Kernels before 5.8 answer an ioctl they do not know with EINVAL, as they
- * do bad arguments; a LOOP_CONFIGURE that exists fails a NULL argument with
- * EFAULT instead. */
-static int loop_configure_missing(int devfd)
-{
-	int e = errno;
-
-	if (e != EINVAL && e != ENOTTY)
-		return 0;
-	if (ioctl(devfd, LOOP_CONFIGURE, NULL) < 0 && errno == EFAULT) {
-		errno = e;
-		return 0;
-	}
-	errno = e;
-	return 1;
-}
-
-/* LOOP_CONFIGURE (5.8+) binds atomically; before it, SET_FD + SET_STATUS64
- * (not atomic, and SET_STATUS64 ignores READ_ONLY and DIRECT_IO).  The
- * fallback cannot be exercised on the kernels this project tests on. */
+/* LOOP_CONFIGURE (5.8+; the helper refuses kernels before 5.15 at start)
+ * binds and sets the status in one call, so nobody sees the device bound
+ * with the wrong offset, size limit or flags. */
 static int bind_device(int devfd, int backing_fd, const struct lfd_attach_req *req,
 		       uint32_t flags)
 {
@@ -371,31 +354,16 @@ static int bind_device(int devfd, int backing_fd, const struct lfd_attach_req *r
 	cfg.info.lo_sizelimit = req->sizelimit;
 	cfg.info.lo_flags = kernel_flags(flags);
 	snprintf((char *)cfg.info.lo_file_name, LO_NAME_SIZE, "loopfd");
-	if (ioctl(devfd, LOOP_CONFIGURE, &cfg) == 0)
-		return 0;
-	if (!loop_configure_missing(devfd))
-		return -1;
-	if (ioctl(devfd, LOOP_SET_FD, (unsigned long)backing_fd) < 0)
-		return -1;
-	if (ioctl(devfd, LOOP_SET_STATUS64, &cfg.info) < 0) {
-		int e = errno;
-
-		ioctl(devfd, LOOP_CLR_FD, 0);
-		errno = e;
-		return -1;
-	}
-	return 0;
+	return ioctl(devfd, LOOP_CONFIGURE, &cfg);
 }
 
-/* The disk sequence number (5.15+) of the device behind fd; 0 where the
- * kernel has none, and the identity checks then rest on the backing file's
- * dev/inode alone. */
+/* The disk sequence number (5.15+, which the helper requires) of the device
+ * behind fd: unique per attachment since boot, so a device cleared and bound
+ * again by someone else never passes for ours. */
 static int read_diskseq(int fd, uint64_t *seq)
 {
 	*seq = 0;
-	if (ioctl(fd, BLKGETDISKSEQ, seq) == 0 || errno == ENOTTY)
-		return 0;
-	return -1;
+	return ioctl(fd, BLKGETDISKSEQ, seq);
 }
 
 /* Read back what the kernel made of the attachment, through the held fd. */

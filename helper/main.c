@@ -626,6 +626,7 @@ int main(int argc, char **argv)
 	/* 2. Who invoked us, recorded once and kept in variables: from here
 	 *    on privilege state is never re-derived from geteuid(). */
 	record_invoker(&invoker);
+	require_minimum_kernel();
 
 	/* 3. Arguments: exact forms only; a non-root invoker gets --fd only. */
 	parse_args(argc, argv, invoker.uid == 0, &o);

@@ -16,6 +16,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #define RELEASE_WATCH_FIRST_MS	20
@@ -183,6 +184,21 @@ static void put_slots(struct session *s, struct device *d)
 	d->user_slot = d->global_slot = -1;
 }
 
+/* Daemon modes: one log line per attach and per release outcome (the
+ * journal of who held which device on which image).  In setuid mode the
+ * log is the caller's own stderr, and it has the reply already. */
+static void log_device(const struct session *s, const struct device *d,
+		       const char *outcome)
+{
+	if (s->mode == LFD_MODE_SETUID)
+		return;
+	logmsg("uid %u: /dev/loop%u, image dev %u:%u ino %llu: %s",
+	       (unsigned)s->caller.uid, d->ident.index,
+	       (unsigned)major((dev_t)d->ident.backing_dev),
+	       (unsigned)minor((dev_t)d->ident.backing_dev),
+	       (unsigned long long)d->ident.backing_ino, outcome);
+}
+
 static void do_attach(struct session *s, const struct request *r)
 {
 	const struct lfd_attach_req *a = &r->msg.u.attach_req;
@@ -216,6 +232,7 @@ static void do_attach(struct session *s, const struct request *r)
 	}
 	d->in_use = 1;
 	d->ident.id = ++s->next_id;
+	log_device(s, d, d->granted ? "attached, node granted" : "attached");
 	reply_init(&rep, &r->msg);
 	rep.u.attach_rep = d->ident;
 	send_msg(s, &rep, client_fd);
@@ -294,10 +311,12 @@ static void do_release(struct session *s, const struct lfd_msg *req)
 		return;
 	}
 	if (release_one(s, d, rr->timeout_ms, &waited, &rep) != RELEASE_DONE) {
+		log_device(s, d, rep.u.error.text);
 		rep.seq = req->seq;
 		send_msg(s, &rep, -1);
 		return;
 	}
+	log_device(s, d, "released: flushed and detached");
 	reply_init(&rep, req);
 	rep.u.release_rep.id = rr->id;
 	rep.u.release_rep.waited_ms = waited;

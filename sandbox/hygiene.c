@@ -19,11 +19,6 @@
 
 #include "sandbox.h"
 
-/* The fallback loop's upper end where close_range(2) does not exist (< 5.9).
- * A caller whose hard RLIMIT_NOFILE is above this could leave fds open
- * beyond it, but only on kernels that old. */
-#define SB_FALLBACK_FD_MAX 65535U
-
 #define SB_STACK_SOFT (8UL * 1024 * 1024)
 #define SB_NOFILE 1024
 #define SB_NOFILE_MIN 128	/* 64 held devices, their transients, margin */
@@ -54,24 +49,14 @@ sb_ensure_stdio(void)
 	return 0;
 }
 
-/* Close [lo, hi]; close_range(2) where the kernel has it (5.9+), a loop
- * otherwise.  Closing a hole is not an error. */
+/* Close [lo, hi] with close_range(2) (5.9+; the helper requires 5.15).
+ * Closing a hole is not an error. */
 static int
 close_span(unsigned int lo, unsigned int hi)
 {
-	unsigned int fd;
-
 	if (lo > hi)
 		return 0;
-	if (close_range(lo, hi, 0) == 0)
-		return 0;
-	if (errno != ENOSYS)
-		return -1;
-	if (hi > SB_FALLBACK_FD_MAX)
-		hi = SB_FALLBACK_FD_MAX;
-	for (fd = lo; fd <= hi; fd++)
-		(void)close((int)fd);
-	return 0;
+	return close_range(lo, hi, 0);
 }
 
 /* The smallest fd in keep[] that is >= lo, or -1 when there is none.  keep[]

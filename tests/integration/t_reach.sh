@@ -91,7 +91,18 @@ if [ -w "$V2/cgroup.procs" ]; then
 	cmp -n 1048576 "$T/data" "$T/img" || fail "v2: data written before cgroup.kill is not in the image"
 	grep -q "left /dev/loop.*flushed and detached" "$T/run.err" \
 		|| fail "v2: the helper did not survive its user's cgroup.kill: $(cat "$T/run.err")"
-	note "cgroup v2: helper moved to the root; migration refused; cgroup.kill of the user's subtree spared it"
+	# Where the helper cannot leave (here: the cgroup filesystem mounted
+	# read-only in the caller's mount namespace), it refuses, naming the
+	# cgroup and socket mode.
+	if sh -c 'echo $$ > "$1/cgroup.procs" && exec unshare -m --propagation private sh -c "
+		mount -o remount,bind,ro \"\$0\" && exec setpriv --reuid=$2 --regid=$2 --clear-groups -- \"\$1\" run \"\$2\" -- true" \
+		"$3" "$4" "$5"' sh "$V2/$CG/a" $NOBODY "$V2" "$LOOPFD" "$T/img" 2> "$T/err"; then
+		fail "v2: served although it could not leave the user's cgroup"
+	fi
+	grep -q "refusing to run: the cgroup /$CG/a (cgroup2): Read-only file system" "$T/err" \
+		|| fail "v2: refusal to stay in the user's cgroup: $(cat "$T/err")"
+	grep -q "socket mode" "$T/err" || fail "v2: refusal does not point to socket mode: $(cat "$T/err")"
+	note "cgroup v2: helper moved to the root; migration refused; cgroup.kill of the user's subtree spared it; refusal where it cannot leave"
 else
 	echo "SKIP: cgroup v2 not writable here ($V2)"
 	echo "$0: cgroup v2" >> "$LOOPFD_T/skipped"
