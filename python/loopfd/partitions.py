@@ -196,7 +196,7 @@ def _gpt_partitions(h: _GptHeader, raw: bytes, ss: int) -> list[Partition]:
 
 
 def _read_gpt(r: _Reader, ss: int) -> Table:
-    """The GPT at LBA 1 with ss-byte sectors (a signature is there)."""
+    """The GPT at LBA 1 with ss-byte sectors (a protective MBR announced it)."""
     sectors = r.size // ss
     primary = _gpt_header(r, 1, ss)
     entries = _gpt_entries(r, primary, ss) if primary else None
@@ -215,9 +215,12 @@ def _read_gpt(r: _Reader, ss: int) -> Table:
             f"the primary GPT header (LBA 1, byte {ss}) is invalid; only the backup at "
             f"byte {backup.lba * ss} is good: repair the image first "
             "(e.g. sfdisk -d IMAGE | sfdisk IMAGE)")
-    raise PartitionError(f"the GPT header at byte {ss} ({ss}-byte sectors) is invalid "
-                         "(bad checksum or fields) and no valid backup header was found "
-                         "at the end of the file")
+    if r.has_gpt_signature(ss):
+        raise PartitionError(f"the GPT header at byte {ss} ({ss}-byte sectors) is invalid "
+                             "(bad checksum or fields) and no valid backup header was "
+                             "found at the last LBA")
+    raise PartitionError(f"no partition table found (GPT or MBR, {ss}-byte sectors)"
+                         f"{_other_gpt_hint(r, ss)}")
 
 
 def _mbr_slots(sector: bytes) -> list[tuple[int, int, int, int]]:
@@ -347,12 +350,10 @@ def read_fd(fd: int, sector_size: int | None = None) -> Table:
     protective = mbr is not None and any(k == MBR_PROTECTIVE for _, k, _, _ in _mbr_slots(mbr))
     if mbr is not None and not protective:
         table = _read_mbr(r, mbr, ss)
-    elif protective and r.has_gpt_signature(ss):
-        table = _read_gpt(r, ss)
+    elif protective:
+        table = _read_gpt(r, ss)  # a bad or missing primary: refused, naming the backup
     else:
-        if protective:
-            why = f"a protective MBR but no GPT header at byte {ss}"
-        elif r.has_gpt_signature(ss):
+        if r.has_gpt_signature(ss):
             why = f"a GPT header at byte {ss} but no protective MBR ({why})"
         raise PartitionError(f"no partition table found (GPT or MBR, {ss}-byte sectors): "
                              f"{why}{_other_gpt_hint(r, ss)}")

@@ -254,7 +254,7 @@ class AgainstSfdisk(unittest.TestCase):
         self.refused(img, "partition 1 starts at sector 0, over the partition table")
         struct.pack_into("<B3xB3xII", sector, 446, 0x00, 0xEE, 1, 8191)
         img = make_image(self.dir, "pmbr", 4 * MiB, bytes(sector))
-        self.refused(img, "a protective MBR but no GPT header at byte 512")
+        self.refused(img, r"no partition table found \(GPT or MBR, 512-byte sectors\)$")
 
     def test_reads_stay_inside_the_file(self) -> None:
         img = make_image(self.dir, "small", 4096)
@@ -271,6 +271,73 @@ class AgainstSfdisk(unittest.TestCase):
                                  ("tiny", 100, b"x" * 100)):
             img = make_image(self.dir, name, size, data)
             self.refused(img, "no partition table found")
+
+
+class AgainstTheCClient(unittest.TestCase):
+    """The same answers as `loopfd partitions --json` (libblkid and its checks)
+    on tests/partition_images.sh's shared recipes and on random corruptions:
+    the same JSON, or the same refusal, word for word."""
+
+    RECIPES = ("gpt512", "gpt512_esp_root 64", "mbr_logical", "gpt128", "gpt_hybrid",
+               "gpt_bad_primary", "gpt_past_end", "mbr_past_end", "mbr_overlap",
+               "mbr_ebr_loop", "gpt_overlap", "gpt_out_of_range")
+
+    def setUp(self) -> None:
+        self.dir = test_dir()
+        self.c_cli = os.environ.get("LOOPFD_C_CLI", "")
+        self.recipes = os.environ.get("LOOPFD_PT_IMAGES", "")
+        if not self.c_cli or not self.recipes:
+            self.skipTest("LOOPFD_C_CLI and LOOPFD_PT_IMAGES not set (t_python.sh)")
+
+    def recipe(self, name: str, *args: str) -> str:
+        img = os.path.join(self.dir, name.split()[0] + ".img")
+        subprocess.run(["bash", "-c", f'. "$0"; img_{name} "$1" "${{@:2}}"',
+                        self.recipes, img, *args], check=True, capture_output=True)
+        return img
+
+    def c_answer(self, img: str, *opts: str) -> tuple[int, object]:
+        r = subprocess.run([self.c_cli, "partitions", "--json", *opts, img],
+                           capture_output=True, text=True)
+        return r.returncode, json.loads(r.stdout) if r.returncode == 0 else r.stderr
+
+    def py_answer(self, img: str, sector_size: int | None = None) -> tuple[int, object]:
+        try:
+            return 0, cli.table_json(read_table(img, sector_size), img)
+        except PartitionError as e:
+            return 1, f"loopfd: {e}\n"
+
+    def test_shared_recipes(self) -> None:
+        for recipe in self.RECIPES:
+            with self.subTest(recipe=recipe):
+                name, *args = recipe.split()
+                img = self.recipe(name, *args)
+                self.assertEqual(self.py_answer(img), self.c_answer(img))
+        img = self.recipe("gpt4k", "80", self.c_cli, "run", "-b", "4096", "--grant")
+        self.assertEqual(self.py_answer(img), self.c_answer(img))
+        self.assertEqual(self.py_answer(img)[1]["partitiontable"]["sectorsize"], 4096)
+        self.assertEqual(self.py_answer(img, 512), self.c_answer(img, "-b", "512"))
+
+    def test_random_corruption_same_answers(self) -> None:
+        rng = random.Random(7)
+        for name in ("gpt512", "mbr_logical"):
+            img = self.recipe(name)
+            fd = os.open(img, os.O_RDWR)
+            self.addCleanup(os.close, fd)
+            size = os.path.getsize(img)
+            spans = [(0, 34 * 512), (size - 33 * 512, size)]
+            spans += [(p.start_bytes - 2048 * 512, p.start_bytes)
+                      for p in read_table(img).partitions if p.number > 4]
+            for _ in range(150):
+                saved = []
+                for _ in range(rng.randint(1, 4)):
+                    lo, hi = rng.choice(spans)
+                    at = rng.randrange(lo, hi)
+                    saved.append((at, os.pread(fd, 1, at)))
+                    os.pwrite(fd, bytes([rng.randrange(256)]), at)
+                self.assertEqual(self.py_answer(img), self.c_answer(img),
+                                 f"{name} with bytes {[a for a, _ in saved]} changed")
+                for at, byte in reversed(saved):
+                    os.pwrite(fd, byte, at)
 
 
 class Selectors(unittest.TestCase):

@@ -4,7 +4,8 @@
 # with Debian's /usr/bin/python3 as uid 65534 against the setuid helper, a
 # --listen daemon and systemd socket activation; policy refusals through a
 # running daemon (the policy is read per connection); no_new_privs and user
-# namespaces; the osbuild-style example, its image checked again here as root.
+# namespaces; the osbuild-style example, its image checked again here as root;
+# the partition reader against sfdisk and against the C client's answers.
 . "$(dirname "$0")/../lib.sh"
 
 PY=/usr/bin/python3
@@ -30,6 +31,7 @@ PYTHONPATH=$T/pip $PY -c 'import loopfd, loopfd.partitions' || fail "pip-install
 # The tests run from a copy uid 65534 can read, against the installed package.
 cp -r "$ROOT/python/tests" "$T/tests"
 cp -r "$ROOT/python/examples" "$T/examples"
+cp "$ROOT/tests/partition_images.sh" "$T/tests/"	# the C client's test images too
 chmod -R a+rX "$site" "$T/tests" "$T/examples"
 work=$T/work; mkdir "$work"; chmod 01777 "$work"
 
@@ -37,6 +39,7 @@ suite() {	# suite MODE SOCKET TESTS...
 	local mode=$1 sock=$2; shift 2
 	if ! (cd "$T/tests" && as_nobody env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
 		PYTHONPATH="$site" LOOPFD_TEST_DIR="$work" LOOPFD_TEST_MODE="$mode" \
+		LOOPFD_C_CLI="$LOOPFD" LOOPFD_PT_IMAGES="$T/tests/partition_images.sh" \
 		${sock:+LOOPFD_SOCKET=$sock} $PY -m unittest "$@") > "$T/unit.log" 2>&1; then
 		cat "$T/unit.log"; fail "python tests, $mode mode: $*"
 	fi
