@@ -21,7 +21,7 @@
 
 #define SB_STACK_SOFT (8UL * 1024 * 1024)
 #define SB_NOFILE 1024
-#define SB_NOFILE_MIN 128	/* 64 held devices, their transients, margin */
+#define SB_NOFILE_MIN 192	/* 64 held devices with their backing fds, transients, margin */
 #define SB_STACK_MIN (1UL * 1024 * 1024)	/* measured use: under 64 KiB */
 #define SB_MEMORY_MIN (256UL * 1024 * 1024)	/* peak RSS is under 2 MiB */
 
