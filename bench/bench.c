@@ -654,7 +654,7 @@ static double write_arm(enum warm arm, struct loopfd_session *s, const char *img
 static int cmd_write(int argc, char **argv)
 {
 	struct loopfd_session *s;
-	double mibs, w, r;
+	double mibs, w = 0, r = 0;
 	long mib, reps, i;
 	int k, a, fails = 0;
 	char *buf;
