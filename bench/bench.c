@@ -681,6 +681,7 @@ static int cmd_write(int argc, char **argv)
 		}
 	}
 	loopfd_close(s);
+	free(buf);
 	printf("fail %d\n", fails);
 	return fails ? 1 : 0;
 }
