@@ -529,8 +529,13 @@ static int restore_node(struct device *d)
  * open file the client sent (fget of its fd: lo_backing_file is that struct
  * file), so a dup of the fd is the very file the loop worker would fsync for
  * a device flush: the same errseq cursor, no reopen by path, nothing the
- * kernel does not already hold while the device is bound.  It is closed when
- * the release ends.
+ * kernel does not already hold while the device is bound (the client's OFD
+ * locks live as long as the loop's reference anyway; flags it sets later with
+ * F_SETFL are the dup's too, and fsync ignores them).  The helper never reads,
+ * writes or locks through it, and closes it when the release ends.  Being the
+ * client's open file, its errseq cursor is the client's: a client that fsyncs
+ * its own backing fd before the release is told of an error there, and the
+ * release no longer sees it (as with fsync of the device before).
  */
 static int keep_backing_fd(struct device *d, int backing_fd, struct lfd_msg *err)
 {
