@@ -224,7 +224,7 @@ $(O)/tests/rawclient: $(O)/tests/hostile/rawclient.o $(call objs,$(PROTO_SRC))
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -pie $(LDFLAGS_ALL) $^ -o $@
 
-$(O)/tests/bench: $(O)/bench/bench.o $(O)/helper/quota.o $(LIB_A)
+$(O)/tests/bench: $(O)/bench/bench.o $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -pie $(LDFLAGS_ALL) $^ -o $@
 

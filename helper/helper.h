@@ -84,6 +84,7 @@ struct device {
 	int in_use;
 	int watching;			/* released busy/changed: slots held until gone */
 	int fd;				/* the helper's own fd, opened before attach */
+	int backing_fd;			/* the helper's dup of the client's backing fd */
 	struct lfd_device ident;	/* what the client was told */
 	dev_t rdev;
 	int granted;			/* node chowned to the caller */

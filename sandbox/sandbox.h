@@ -34,7 +34,7 @@ int sb_reset_signals(void);
  * raised (no CAP_SYS_RESOURCE, e.g. a container's bounding set) the soft
  * limit goes as high as the hard one allows, and the call fails with EPERM
  * and *which naming the limit if that leaves RLIMIT_CPU or RLIMIT_RTTIME
- * finite (their hard limit kills), RLIMIT_NOFILE below 128, RLIMIT_STACK
+ * finite (their hard limit kills), RLIMIT_NOFILE below 320, RLIMIT_STACK
  * below 1 MiB or RLIMIT_AS/RLIMIT_DATA below 256 MiB. */
 int sb_reset_limits(const char **which);
 

@@ -913,6 +913,10 @@ static int held_drop(struct sess *s, uint32_t id)
  * the helper holds its baseline fds plus one per device, the kernel shows
  * the expected devices on each file, and neither file changed.
  */
+/* Fds the helper holds per device: its own device fd, and its dup of the
+ * backing fd (the release's fsync of the image, helper/loopdev.c). */
+#define FDS_PER_DEVICE	2
+
 static int settle(struct sess *s, char *why, size_t wn)
 {
 	struct lfd_msg m;
@@ -941,9 +945,10 @@ static int settle(struct sess *s, char *why, size_t wn)
 		snprintf(why, wn, "helper %d gone: %s", (int)s->pid, strerror(errno));
 		return -1;
 	}
-	if (v != (uint64_t)(s->base_fds + s->held)) {
-		snprintf(why, wn, "helper holds %" PRIu64 " fds, want %d (baseline %d + %d devices)",
-			 v, s->base_fds + s->held, s->base_fds, s->held);
+	if (v != (uint64_t)(s->base_fds + FDS_PER_DEVICE * s->held)) {
+		snprintf(why, wn, "helper holds %" PRIu64 " fds, want %d (baseline %d + %d per device, %d devices)",
+			 v, s->base_fds + FDS_PER_DEVICE * s->held, s->base_fds,
+			 FDS_PER_DEVICE, s->held);
 		return -1;
 	}
 	v = ask_val(B_ATTACHED, 0, g.image);
@@ -1484,8 +1489,9 @@ static int fds_unchanged(struct sess *s, const char *name)
 {
 	uint64_t v;
 
-	if (fds_of(s, &v) < 0 || v != (uint64_t)(s->base_fds + s->held)) {
-		fail(name, "helper fds %" PRIu64 ", want %d", v, s->base_fds + s->held);
+	if (fds_of(s, &v) < 0 || v != (uint64_t)(s->base_fds + FDS_PER_DEVICE * s->held)) {
+		fail(name, "helper fds %" PRIu64 ", want %d", v,
+		     s->base_fds + FDS_PER_DEVICE * s->held);
 		return -1;
 	}
 	return 0;
