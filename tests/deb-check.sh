@@ -3,6 +3,7 @@
 # built from a copy of this tree with `dpkg-buildpackage -us -uc -b`, checked
 # with lintian (every tag fails but those overridden, with a reason, in
 # debian/*.lintian-overrides), installed with dpkg -i, used for the main job
+# (the loopfd command, the libloopfd(3) example, the Python client)
 # by a temporary user in group loopfd, then purged.  The machine is left as
 # it was: packages, the helper's statoverride, the loopfd group, the user,
 # the temp dir, loop devices (only those backed by files in the temp dir).
@@ -32,7 +33,7 @@ for tool in dpkg-buildpackage dh lintian; do
 done
 # What this test creates and removes must not exist already: it would be
 # someone else's, and purging it would not leave the machine as it was.
-for p in loopfd libloopfd1 libloopfd-dev; do
+for p in loopfd libloopfd1 libloopfd-dev python3-loopfd; do
 	if dpkg-query -W -f='${Status}' $p 2>/dev/null | grep -q installed; then
 		echo "deb-check: package $p is installed already; not touching it"; exit 1
 	fi
@@ -52,7 +53,7 @@ cleanup() {
 	done
 	if getent passwd "$USERNAME" > /dev/null; then userdel "$USERNAME" || rc=1; fi
 	if getent group "$USERNAME" > /dev/null; then groupdel "$USERNAME" || true; fi
-	dpkg --purge loopfd libloopfd-dev libloopfd1 > "$W/purge.log" 2>&1 || { cat "$W/purge.log"; rc=1; }
+	dpkg --purge python3-loopfd loopfd libloopfd-dev libloopfd1 > "$W/purge.log" 2>&1 || { cat "$W/purge.log"; rc=1; }
 	rm -rf "$W"
 	exit $rc
 }
@@ -78,7 +79,7 @@ lintian --fail-on error,warning,info,pedantic -I --pedantic "$W"/*.changes 2>&1 
 result lintian "${PIPESTATUS[0]}"
 
 echo "== dpkg -i"
-debs=("$W"/loopfd_*.deb "$W"/libloopfd1_*.deb "$W"/libloopfd-dev_*.deb)
+debs=("$W"/loopfd_*.deb "$W"/libloopfd1_*.deb "$W"/libloopfd-dev_*.deb "$W"/python3-loopfd_*_all.deb)
 dpkg -i "${debs[@]}" > "$W/install.log" 2>&1
 rc=$?; [ $rc = 0 ] || cat "$W/install.log"
 result dpkg-install $rc
@@ -127,15 +128,49 @@ cc -o "$W/example" "$W/example.c" $(pkg-config --cflags --libs loopfd) &&
 	[ "$(head -c 5 "$W/raw.img")" = hello ]
 result "libloopfd example: pkg-config, libloopfd.so.1, attach+write+release" $?
 
+echo "== python3-loopfd: the module and python3 -m loopfd, with /usr/bin/python3"
+# -I: the installed module only (not the tree's python/, not a user site,
+# no PYTHON* variables); env -u: the installed helper, not LOOPFD_HELPER's.
+as_py() { as_user env -u LOOPFD_HELPER -u LOOPFD_SOCKET /usr/bin/python3 -I "$@"; }
+PY=/usr/lib/python3/dist-packages/loopfd
+ls "$PY"/__pycache__/__init__.cpython-3*.pyc > /dev/null 2>&1
+result "byte-compiled at install (py3compile)" $?
+truncate -s 64M "$W/py.img"; chown "$USERNAME:" "$W/py.img"
+(cd "$W" && as_py - "$W/py.img" "$W/data" "$PY/__init__.py" > "$W/py.out" 2>&1) <<'PYEOF'
+import os, sys, loopfd
+image, data, installed = sys.argv[1:]
+assert loopfd.__file__ == installed, loopfd.__file__
+payload = open(data, "rb").read()
+with loopfd.connect() as session:
+    assert session.info.mode == loopfd.MODE_SETUID, session.info
+    dev = session.attach(image)
+    view = memoryview(payload)
+    while view:
+        view = view[os.write(dev.fd, view[:1 << 20]):]
+    receipt = dev.release()
+print("released", receipt.path)
+PYEOF
+rc=$?; [ $rc = 0 ] || cat "$W/py.out"
+[ $rc = 0 ] && cmp -n $((4 << 20)) "$W/data" "$W/py.img"
+result "python: connect, attach, buffered write through dev.fd, release; data in the image" $?
+(cd "$W" && as_py -m loopfd run "$W/py.img" -- true)
+result "python3 -m loopfd run img -- true" $?
+(cd "$W" && as_py -m loopfd run "$W/py.img" -- sh -c 'printf pyrun >&3') &&
+	[ "$(head -c 5 "$W/py.img")" = pyrun ]
+result "python3 -m loopfd run img -- sh -c 'printf pyrun >&3'; in the image" $?
+[ -z "$(losetup -j "$W/py.img")" ]
+result "nothing left attached (python)" $?
+
 echo "== purge"
 userdel "$USERNAME" && { groupdel "$USERNAME" 2>/dev/null || true; }
-dpkg --purge loopfd libloopfd-dev libloopfd1 > "$W/purge.log" 2>&1
+dpkg --purge python3-loopfd loopfd libloopfd-dev libloopfd1 > "$W/purge.log" 2>&1
 result "dpkg --purge" $?
 left=""
 getent group loopfd > /dev/null && left+=" group"
 dpkg-statoverride --list $H > /dev/null && left+=" statoverride"
 [ -e $H ] && left+=" helper"
 [ -e /etc/loopfd.conf ] && left+=" /etc/loopfd.conf"
+[ -e "$PY" ] && left+=" $PY"
 [ -z "$left" ]; result "purge leaves nothing (left:${left:- nothing})" $?
 
 summary
