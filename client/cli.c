@@ -531,20 +531,27 @@ static int lock_device(const struct image *img)
 static void warn_partscan(const struct image *img);
 
 /* The device's options: a partition's window and sector size come from
- * its table (check_partition_options refused -o and --sizelimit with it,
- * pick_partitions never picks an MBR extended container). */
-static void image_opts(const struct image *img, const struct options *o,
-		       struct loopfd_attach_opts *a)
+ * its table (check_partition_options refused -o and --sizelimit with it),
+ * as loopfd_attach_partition has them. */
+static int image_opts(const struct image *img, const struct options *o,
+		      struct loopfd_attach_opts *a)
 {
 	const struct loopfd_partition *p;
 
 	*a = o->attach;
 	if (!img->table)
-		return;
+		return 0;
 	p = &img->table->parts[img->part];
+	if (p->extended) {
+		fprintf(stderr, "loopfd: %s: attach partition %u: an MBR extended "
+			"partition holds only the logical ones (5 and up); attach "
+			"those\n", img->path, p->number);
+		return -1;
+	}
 	a->offset = p->start_bytes;
 	a->sizelimit = p->size_bytes;
 	a->sector_size = img->table->sector_size;
+	return 0;
 }
 
 static int after_attach(struct image *img, const struct options *o)
@@ -574,7 +581,8 @@ static int attach_batch(struct loopfd_session *s, struct image *imgs,
 
 	for (i = 0; i < n; i++) {
 		fds[i] = imgs[i].fd;
-		image_opts(&imgs[i], o, &opts[i]);
+		if (image_opts(&imgs[i], o, &opts[i]) < 0)
+			return -1;
 	}
 	if (loopfd_attach_batch(s, fds, opts, n, devs, &failed, &err) < 0) {
 		if (failed < n)
