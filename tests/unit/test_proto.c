@@ -367,6 +367,14 @@ static void test_batch_refusals(void **state)
 	base(&m, LFD_OP_RELEASE_BATCH | LFD_REPLY);
 	assert_int_equal(lfd_encode(&m, buf, sizeof(buf)), 0);
 
+	/* N = 0 with a body that agrees (no entries): still refused */
+	base(&m, LFD_OP_RELEASE_BATCH);
+	m.u.release_batch_req.count = 1;
+	n = encode_big(&m, buf);
+	set_count(buf, 0);
+	buf[12] = LFD_BATCH_HEAD_SIZE;
+	assert_int_equal(lfd_decode(buf, n - 4, &out), LFD_R_MALFORMED);
+
 	base(&m, LFD_OP_ATTACH_BATCH);
 	m.u.attach_batch_req.count = 2;
 	n = encode_big(&m, buf);
