@@ -61,6 +61,20 @@ fi
 grep -q "^loopfd: $T/img20: attach: helper refused: uid $NOBODY already holds 20 loop devices, the per-user limit$" \
 	"$T/limit.log" || fail "the failure does not name image 20 and the limit: $(cat "$T/limit.log")"
 for i in $(seq 0 $((N - 1))); do assert_no_device_for "$T/img$i"; done
+# The helper itself released entries 0-19 before its error reply, not the
+# session's end after it (which would log "left /dev/loopN attached").
+before=$(wc -l < "$T/daemon.log")
+if as_nobody "$LOOPFD" run --socket "$sock" "${imgs[@]}" -- touch "$T/ran" 2> "$T/dlimit.log"; then
+	fail "daemon: $N images attached past a per-user limit of 20"
+fi
+grep -q "^loopfd: $T/img20: attach: helper refused: uid $NOBODY already holds 20 loop devices" \
+	"$T/dlimit.log" || fail "daemon: the failure does not name image 20: $(cat "$T/dlimit.log")"
+released() { tail -n +$((before + 1)) "$T/daemon.log" | grep -c 'batch attach failed: released$'; }
+wait_until 5 test "$(released)" = 20 ||
+	fail "daemon: $(released) devices released by the failed batch, want 20: $(tail -n +$((before + 1)) "$T/daemon.log")"
+if tail -n +$((before + 1)) "$T/daemon.log" | grep "left /dev/loop"; then
+	fail "daemon: devices of the failed batch were left to the session's end"
+fi
 # Every slot came back: the user can hold its 20 at once, now.
 as_nobody "$LOOPFD" run "${imgs[@]:0:20}" -- true 2> "$T/twenty.log" ||
 	fail "20 images after the failed batch: $(cat "$T/twenty.log")"
