@@ -335,13 +335,13 @@ $(FUZZ): tests/fuzz/fuzz_decode.c $(PROTO_SRC) protocol/loopfd_proto.h
 
 fuzz: $(FUZZ)
 	@mkdir -p $(O)/fuzz/corpus
-	$(FUZZ) -max_total_time=$(FUZZ_SECONDS) -max_len=$$((8192+64)) \
+	$(FUZZ) -max_total_time=$(FUZZ_SECONDS) -max_len=$$((16408+64)) \
 		$(O)/fuzz/corpus tests/fuzz/corpus
 
 fuzz-smoke: $(FUZZ)
 	$(FUZZ) -runs=0 tests/fuzz/corpus
 	@mkdir -p $(O)/fuzz/smoke
-	$(FUZZ) -max_total_time=$(FUZZ_SECONDS) -max_len=$$((8192+64)) \
+	$(FUZZ) -max_total_time=$(FUZZ_SECONDS) -max_len=$$((16408+64)) \
 		$(O)/fuzz/smoke tests/fuzz/corpus
 
 # ---- static analysis and sanitizers ----------------------------------------

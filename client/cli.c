@@ -530,23 +530,32 @@ static int lock_device(const struct image *img)
 
 static void warn_partscan(const struct image *img);
 
-static int attach_one(struct loopfd_session *s, struct image *img,
-		      const struct options *o)
+/* The device's options: a partition's window and sector size come from
+ * its table (check_partition_options refused -o and --sizelimit with it),
+ * as loopfd_attach_partition has them. */
+static int image_opts(const struct image *img, const struct options *o,
+		      struct loopfd_attach_opts *a)
 {
-	struct loopfd_error err;
-	int rc;
+	const struct loopfd_partition *p;
 
-	if (img->table)		/* offset, size and sector size from the table */
-		rc = loopfd_attach_partition(s, img->fd, img->table, img->part,
-					     &o->attach, &img->dev, &err);
-	else
-		rc = loopfd_attach(s, img->fd, &o->attach, &img->dev, &err);
-	if (rc < 0) {
-		fprintf(stderr, "loopfd: %s: %s\n", img->path,
-			loopfd_strerror(&err));
+	*a = o->attach;
+	if (!img->table)
+		return 0;
+	p = &img->table->parts[img->part];
+	if (p->extended) {
+		fprintf(stderr, "loopfd: %s: attach partition %u: an MBR extended "
+			"partition holds only the logical ones (5 and up); attach "
+			"those\n", img->path, p->number);
 		return -1;
 	}
-	img->attached = 1;
+	a->offset = p->start_bytes;
+	a->sizelimit = p->size_bytes;
+	a->sector_size = img->table->sector_size;
+	return 0;
+}
+
+static int after_attach(struct image *img, const struct options *o)
+{
 	if (o->attach.flags & LOOPFD_PARTSCAN)
 		warn_partscan(img);
 	/* The device holds its own reference to the file from here on. */
@@ -559,14 +568,50 @@ static int attach_one(struct loopfd_session *s, struct image *img,
 	return 0;
 }
 
+/* Up to LOOPFD_BATCH_MAX images in one request: all attached, or none
+ * (the helper undoes the batch) and the failing image named. */
+static int attach_batch(struct loopfd_session *s, struct image *imgs,
+			size_t n, const struct options *o)
+{
+	struct loopfd_attach_opts opts[LOOPFD_BATCH_MAX];
+	struct loopfd_device devs[LOOPFD_BATCH_MAX];
+	int fds[LOOPFD_BATCH_MAX];
+	struct loopfd_error err;
+	size_t i, failed;
+
+	for (i = 0; i < n; i++) {
+		fds[i] = imgs[i].fd;
+		if (image_opts(&imgs[i], o, &opts[i]) < 0)
+			return -1;
+	}
+	if (loopfd_attach_batch(s, fds, opts, n, devs, &failed, &err) < 0) {
+		if (failed < n)
+			fprintf(stderr, "loopfd: %s: %s\n", imgs[failed].path,
+				loopfd_strerror(&err));
+		else
+			fprintf(stderr, "loopfd: %s\n", loopfd_strerror(&err));
+		return -1;
+	}
+	for (i = 0; i < n; i++) {
+		imgs[i].dev = devs[i];
+		imgs[i].attached = 1;
+	}
+	for (i = 0; i < n; i++)
+		if (after_attach(&imgs[i], o) < 0)
+			return -1;
+	return 0;
+}
+
 static int attach_all(struct loopfd_session *s, struct image *imgs, size_t n,
 		      const struct options *o)
 {
-	size_t i;
+	size_t i, k;
 
-	for (i = 0; i < n; i++)
-		if (attach_one(s, &imgs[i], o) < 0)
+	for (i = 0; i < n; i += k) {
+		k = n - i < LOOPFD_BATCH_MAX ? n - i : LOOPFD_BATCH_MAX;
+		if (attach_batch(s, &imgs[i], k, o) < 0)
 			return -1;
+	}
 	return 0;
 }
 
@@ -899,21 +944,41 @@ static const char *release_text(const struct loopfd_error *err)
 	return msg;
 }
 
-static int release_one(struct loopfd_session *s, const struct image *img,
-		       const struct options *o)
+/* One release request for up to LOOPFD_BATCH_MAX images (the attached
+ * ones among imgs[0..n)); each image's outcome reported as it was alone.
+ * Returns how many failed. */
+static int release_batch(struct loopfd_session *s, const struct image *imgs,
+			 size_t n, const struct options *o)
 {
+	struct loopfd_release_result res[LOOPFD_BATCH_MAX];
+	const struct image *which[LOOPFD_BATCH_MAX];
+	uint32_t ids[LOOPFD_BATCH_MAX];
 	struct loopfd_error err;
-	uint32_t waited = 0;
+	size_t i, k = 0;
+	int failed = 0;
 
-	if (loopfd_release(s, img->dev.id, o->timeout_ms, &waited, &err) < 0) {
-		fprintf(stderr, "loopfd: release of %s (image %s) failed: %s\n",
-			img->dev.path, img->path, release_text(&err));
-		return -1;
+	for (i = 0; i < n; i++)
+		if (imgs[i].attached) {
+			which[k] = &imgs[i];
+			ids[k++] = imgs[i].dev.id;
+		}
+	if (k == 0)
+		return 0;
+	/* Its result is in each image's outcome. */
+	(void)loopfd_release_batch(s, ids, k, o->timeout_ms, res, &err);
+	for (i = 0; i < k; i++) {
+		if (res[i].error.err != 0) {
+			fprintf(stderr, "loopfd: release of %s (image %s) failed: %s\n",
+				which[i]->dev.path, which[i]->path,
+				release_text(&res[i].error));
+			failed++;
+		} else if (o->verbose) {
+			fprintf(stderr, "loopfd: released %s (image %s), waited %u ms\n",
+				which[i]->dev.path, which[i]->path,
+				(unsigned)res[i].waited_ms);
+		}
 	}
-	if (o->verbose)
-		fprintf(stderr, "loopfd: released %s (image %s), waited %u ms\n",
-			img->dev.path, img->path, (unsigned)waited);
-	return 0;
+	return failed;
 }
 
 /* Release every attached device and end the session; returns how many
@@ -922,7 +987,7 @@ static int release_all(struct loopfd_session *s, struct image *imgs,
 		       size_t n, const struct options *o)
 {
 	int failed = 0;
-	size_t i;
+	size_t i, k;
 
 	/* Our own copies first: while loopfd holds a device open, the helper
 	 * counts it as another opener, waits out the timeout and reports the
@@ -932,9 +997,10 @@ static int release_all(struct loopfd_session *s, struct image *imgs,
 			close(imgs[i].dev.fd);
 		imgs[i].dev.fd = -1;
 	}
-	for (i = 0; i < n; i++)
-		if (imgs[i].attached && release_one(s, &imgs[i], o) < 0)
-			failed++;
+	for (i = 0; i < n; i += k) {
+		k = n - i < LOOPFD_BATCH_MAX ? n - i : LOOPFD_BATCH_MAX;
+		failed += release_batch(s, &imgs[i], k, o);
+	}
 	loopfd_close(s);
 	return failed;
 }

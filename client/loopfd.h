@@ -62,6 +62,7 @@ struct loopfd_error {
 #define LOOPFD_FEAT_GRANT	0x01u
 #define LOOPFD_FEAT_PARTSCAN	0x02u
 #define LOOPFD_FEAT_DIRECT_IO	0x04u
+#define LOOPFD_FEAT_BATCH	0x08u	/* the helper takes batches in one request */
 
 /* struct loopfd_info.mode: how the helper was started */
 #define LOOPFD_MODE_SETUID	1u
@@ -133,6 +134,49 @@ int loopfd_attach(struct loopfd_session *s, int backing_fd,
  */
 int loopfd_release(struct loopfd_session *s, uint32_t id, uint32_t timeout_ms,
 		   uint32_t *waited_ms, struct loopfd_error *err);
+
+/* ---- batches -------------------------------------------------------------
+ *
+ * Many devices in one request and one reply each way: for a helper that
+ * does not say LOOPFD_FEAT_BATCH, the library makes one request per device
+ * instead, with the same outcome.
+ */
+
+#define LOOPFD_BATCH_MAX	64	/* devices in one batch call */
+
+/*
+ * Attach n (1 .. LOOPFD_BATCH_MAX) devices: devs[i] to backing_fds[i] with
+ * opts[i] (opts may be NULL: defaults for all).  All or nothing: on success
+ * every devs[i] is filled as by loopfd_attach; on failure none is attached
+ * (the helper released those it had attached before the failing one) and
+ * *failed (may be NULL) gets the index of the entry that failed, or n when
+ * the failure was not one entry's (the session, the connection, n).
+ */
+int loopfd_attach_batch(struct loopfd_session *s, const int *backing_fds,
+			const struct loopfd_attach_opts *opts, size_t n,
+			struct loopfd_device *devs, size_t *failed,
+			struct loopfd_error *err);
+
+struct loopfd_release_result {
+	uint32_t id;
+	uint32_t waited_ms;		/* time spent waiting for other openers */
+	struct loopfd_error error;	/* error.err 0: flushed and detached;
+					   else as loopfd_release's err */
+};
+
+/*
+ * Release n (1 .. LOOPFD_BATCH_MAX) devices, ids[i]'s outcome in
+ * results[i]; one device's failure does not stop the others.  timeout_ms
+ * bounds the whole call's waiting for other openers (one device's, for a
+ * helper without LOOPFD_FEAT_BATCH).  0 when every device
+ * was released; -1 otherwise, err saying how many were not (or, when the
+ * request as a whole was refused, why: then every result carries that
+ * error and nothing was released).  Ids must be distinct.
+ */
+int loopfd_release_batch(struct loopfd_session *s, const uint32_t *ids,
+			 size_t n, uint32_t timeout_ms,
+			 struct loopfd_release_result *results,
+			 struct loopfd_error *err);
 
 /*
  * The devices this session holds.  *count gets how many the helper listed;
