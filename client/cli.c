@@ -17,6 +17,7 @@
 #include "paths.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -37,6 +38,8 @@ enum {
 	OPT_TIMEOUT,
 	OPT_SOCKET,
 	OPT_JSON,
+	OPT_PARTITIONS,
+	OPT_PARTITION,
 };
 
 void usage_error(const char *fmt, ...)
@@ -71,6 +74,7 @@ int print_help(void)
 "  loopfd exec NAME [NAME...] -- COMMAND [ARG...]\n"
 "  loopfd list [--json]\n"
 "  loopfd detach [--timeout S] [--json] [-v] NAME... | --all\n"
+"  loopfd partitions [--json] [-b BYTES] IMAGE\n"
 "  loopfd --help | --version\n"
 "\n"
 "DESCRIPTION\n"
@@ -90,6 +94,8 @@ int print_help(void)
 "          (loop7 or /dev/loop7), as run would; they stay attached after.\n"
 "  list    lists your held devices.\n"
 "  detach  releases held devices (--all: every one) as run does at its end.\n"
+"  partitions  prints IMAGE's partition table as loopfd reads it (see\n"
+"          PARTITIONS); it attaches nothing.\n"
 "\n"
 "WHAT COMMAND GETS\n"
 "  The devices on fds 3, 4, ... (one per IMAGE or NAME, in order), open\n"
@@ -122,12 +128,21 @@ int print_help(void)
 "      --sizelimit BYTES    the device is at most BYTES long (default: to EOF)\n"
 "  -b, --sector-size BYTES  logical sector size: 512, 1024, 2048 or 4096\n"
 "      --direct-io          the device reads and writes IMAGE with O_DIRECT\n"
-"  -P, --partscan           have the kernel scan the partition table\n"
+"  -P, --partscan           have the kernel scan the partition table (a kernel\n"
+"                           without partition parsers makes no loopNpM: loopfd\n"
+"                           warns and points to --partitions)\n"
 "      --lock               flock(LOCK_EX) the device, so udev leaves it\n"
 "                           alone while COMMAND keeps fd 3 open (attach: for\n"
 "                           as long as it is held)\n"
 "      --grant              make /dev/loopN yours while attached (attach:\n"
 "                           until detach), for tools that open a path\n"
+"      --partitions         (run) IMAGE's partition table is read by loopfd and\n"
+"                           each partition is attached as a device of its own,\n"
+"                           after IMAGE's: in table order (MBR extended\n"
+"                           containers excepted)\n"
+"      --partition SEL      (run) attach only the partition SEL names instead\n"
+"                           of IMAGE, in the order given (repeatable); see\n"
+"                           PARTITIONS\n"
 "  BYTES, as losetup takes them: 1048576 or 0x100000, optionally followed by\n"
 "  a unit: K, M, G, T, P, E or KiB, MiB, ... (powers of 1024; the letter in\n"
 "  either case), or KB, MB, ... (powers of 1000). 1M, 1MiB and 0x100000 are\n"
@@ -144,6 +159,57 @@ int print_help(void)
 "                           lines on standard error (see JSON)\n"
 "  -h, --help               show this help and exit\n"
 "  -V, --version            show the version and exit\n"
+"\n"
+"PARTITIONS\n"
+"  With --partitions or --partition, loopfd reads IMAGE's partition table\n"
+"  itself (GPT or MBR with logical partitions, through libblkid) and asks\n"
+"  the helper for one device per partition: a window of offset and size on\n"
+"  the same open IMAGE, so no kernel partition parser is needed and no\n"
+"  loopNpM node, and --grant covers each partition's own /dev/loopN. The\n"
+"  sector size is -b if given, else 4096 if a GPT header sits at byte 4096,\n"
+"  else 512; every device of IMAGE gets it. A table loopfd cannot trust is\n"
+"  refused with the partition and the numbers: a damaged primary GPT (even\n"
+"  with a good backup), entries outside the GPT's usable area, overlapping\n"
+"  partitions, partitions or a table past the end of IMAGE. -o and\n"
+"  --sizelimit do not go with these options, only one IMAGE may have them,\n"
+"  and loopfd attach does not take them. Do not write the same bytes\n"
+"  through the whole disk and a partition device: each device has a page\n"
+"  cache of its own.\n"
+"\n"
+"  SEL is a partition number (2); a GPT partition name (\"EFI System\");\n"
+"  a type GUID; an MBR type (0x83); or a type name of the Discoverable\n"
+"  Partitions Specification: esp, xbootldr, swap, home, srv, var, tmp,\n"
+"  user-home, linux-generic, and root, usr, root-verity, usr-verity,\n"
+"  root-verity-sig, usr-verity-sig, each with an architecture (root-x86-64,\n"
+"  root-arm64, usr-riscv64, ...: x86, x86-64, arm, arm64, ia64, alpha, arc,\n"
+"  loongarch64, mips-le, mips64-le, ppc, ppc64, ppc64-le, riscv32, riscv64,\n"
+"  s390, s390x, tilegx) or without one for any architecture. MBR types\n"
+"  0xef, 0xea, 0x82 and 0x83 are esp, xbootldr, swap and linux-generic.\n"
+"  SEL must match exactly one partition; otherwise loopfd lists the table.\n"
+"\n"
+"  COMMAND gets, for each partition device (<N> its number in the table):\n"
+"    LOOPFD_PART_<N>=/dev/fd/K        its fd\n"
+"    LOOPFD_PART_<N>_DEVICE           its device name, loopM\n"
+"    LOOPFD_PART_<N>_START, _SIZE     its offset and size in IMAGE, in bytes\n"
+"    LOOPFD_PART_<N>_TYPE             type GUID (GPT), type byte in hex (MBR)\n"
+"    LOOPFD_PART_<N>_TYPE_NAME        type name as above, empty if none\n"
+"    LOOPFD_PART_<N>_NAME             GPT partition name, empty for MBR\n"
+"    LOOPFD_PART_<N>_UUID             GPT partition UUID; MBR: the kernel's\n"
+"                                     PARTUUID, DISKID-NN\n"
+"    LOOPFD_PART_<TYPE>=/dev/fd/K     <TYPE> the type name in capitals, - as\n"
+"                                     _ (LOOPFD_PART_ESP, LOOPFD_PART_ROOT,\n"
+"                                     LOOPFD_PART_ROOT_X86_64); set only when\n"
+"                                     exactly one device has that type\n"
+"  and LOOPFD_SECTOR_SIZE, and LOOPFD_PARTITIONS: one word per partition\n"
+"  device, in fd order, NUMBER:/dev/fd/K:loopM:START:SIZE:TYPE (START and\n"
+"  SIZE in bytes, TYPE the type name, or the GUID or MBR type without one).\n"
+"  LOOPFD_DEVICES and LOOPFD_NAMES list every device, the whole disk too.\n"
+"\n"
+"  loopfd partitions prints the table as loopfd reads it (the same checks),\n"
+"  as a list or with --json in the layout and field meanings of\n"
+"  sfdisk --json (label, id, sectorsize; start and size in sectors, type,\n"
+"  uuid, name, bootable), plus number, start_bytes, size_bytes, type_name\n"
+"  and extended. -b BYTES reads it with BYTES-byte sectors.\n"
 "\n"
 "HELD DEVICES\n"
 "  attach starts a holder: a process of yours, without a terminal (its own\n"
@@ -203,7 +269,7 @@ int print_help(void)
 "         detaches when the last opener closes it (the openers loopfd can\n"
 "         see are named)\n"
 "    126  COMMAND could not be executed; 127 COMMAND was not found\n"
-"  attach, list: 0, or 125. detach: 0 when every device was released, else\n"
+"  attach, list, partitions: 0, or 125. detach: 0 when every device was released, else\n"
 "  the worst of 124, 123, 125 (a NAME not held).\n"
 "\n"
 "ENVIRONMENT\n"
@@ -217,6 +283,9 @@ int print_help(void)
 "  loopfd run --grant disk.img -- mkfs.fat /dev/fd/3\n"
 "  loopfd run disk.img -- sh -c 'cat data >&3'\n"
 "  loopfd run -r -o 1MiB --sizelimit 16MiB disk.img -- sh -c 'od -N 512 <&3'\n"
+"  loopfd run --grant --partition esp --partition root disk.img -- \\\n"
+"      sh -c 'mkfs.vfat $LOOPFD_PART_ESP && mkfs.ext4 -d rootfs $LOOPFD_PART_ROOT'\n"
+"  loopfd partitions --json disk.img\n"
 "  # a device across the steps of a CI job:\n"
 "  dev=$(loopfd attach --grant disk.img)\n"
 "  loopfd exec \"$dev\" -- mkfs.ext4 -q /dev/fd/3\n"
@@ -378,6 +447,8 @@ static const struct option long_options[] = {
 	{ "release-timeout",	required_argument,	NULL, OPT_TIMEOUT },
 	{ "socket",		required_argument,	NULL, OPT_SOCKET },
 	{ "json",		no_argument,		NULL, OPT_JSON },
+	{ "partitions",		no_argument,		NULL, OPT_PARTITIONS },
+	{ "partition",		required_argument,	NULL, OPT_PARTITION },
 	{ "verbose",		no_argument,		NULL, 'v' },
 	{ "help",		no_argument,		NULL, 'h' },
 	{ "version",		no_argument,		NULL, 'V' },
@@ -396,6 +467,14 @@ static int take_image_option(int c, const char *arg, struct image_opts *io)
 	case 'P':		io->attach.flags |= LOOPFD_PARTSCAN; break;
 	case OPT_LOCK:		io->lock = 1; break;
 	case OPT_GRANT:		io->attach.flags |= LOOPFD_GRANT; break;
+	case OPT_PARTITIONS:	io->partitions = 1; break;
+	case OPT_PARTITION:
+		if (io->nsel == MAX_SELECTORS)
+			usage_error("--partition %s: at most %d partitions can be "
+				    "selected (--partitions attaches every one)",
+				    arg, MAX_SELECTORS);
+		io->sel[io->nsel++] = arg;
+		break;
 	default:		return 0;
 	}
 	return 1;
@@ -669,34 +748,55 @@ void print_error(const char *what, const struct loopfd_error *err)
 	fprintf(stderr, "loopfd: %s\n", text);
 }
 
-int attach_one(struct loopfd_session *s, struct image *img,
-	       const struct options *o)
-{
-	struct loopfd_error err;
+static void warn_partscan(const struct image *img);
 
-	if (loopfd_attach(s, img->fd, &img->opts.attach, &img->dev, &err) < 0) {
-		print_error(img->path, &err);
+/* Up to LOOPFD_BATCH_MAX images in one request: all attached, or none
+ * (the helper undoes the batch) and the failing image named. */
+static int attach_batch(struct loopfd_session *s, struct image *imgs,
+			size_t n, const struct options *o)
+{
+	struct loopfd_attach_opts opts[LOOPFD_BATCH_MAX];
+	struct loopfd_device devs[LOOPFD_BATCH_MAX];
+	int fds[LOOPFD_BATCH_MAX];
+	struct loopfd_error err;
+	size_t i, failed;
+
+	for (i = 0; i < n; i++) {
+		fds[i] = imgs[i].fd;
+		opts[i] = imgs[i].opts.attach;
+	}
+	if (loopfd_attach_batch(s, fds, opts, n, devs, &failed, &err) < 0) {
+		print_error(failed < n ? imgs[failed].path : NULL, &err);
 		return -1;
 	}
-	img->attached = 1;
-	/* The device holds its own reference to the file from here on. */
-	close(img->fd);
-	img->fd = -1;
-	if (img->opts.lock && lock_device(img) < 0)
-		return -1;
-	if (o->verbose)
-		print_device(img, o);
+	for (i = 0; i < n; i++) {
+		imgs[i].dev = devs[i];
+		imgs[i].attached = 1;
+	}
+	for (i = 0; i < n; i++) {
+		if (imgs[i].opts.attach.flags & LOOPFD_PARTSCAN)
+			warn_partscan(&imgs[i]);
+		/* The device holds its own reference to the file from here on. */
+		close(imgs[i].fd);
+		imgs[i].fd = -1;
+		if (imgs[i].opts.lock && lock_device(&imgs[i]) < 0)
+			return -1;
+		if (o->verbose)
+			print_device(&imgs[i], o);
+	}
 	return 0;
 }
 
 static int attach_all(struct loopfd_session *s, struct image *imgs, size_t n,
 		      const struct options *o)
 {
-	size_t i;
+	size_t i, k;
 
-	for (i = 0; i < n; i++)
-		if (attach_one(s, &imgs[i], o) < 0)
+	for (i = 0; i < n; i += k) {
+		k = n - i < LOOPFD_BATCH_MAX ? n - i : LOOPFD_BATCH_MAX;
+		if (attach_batch(s, &imgs[i], k, o) < 0)
 			return -1;
+	}
 	return 0;
 }
 
@@ -755,23 +855,23 @@ void hint_grant(char **cmd, int status, int granted, int allowed)
 
 /* ---- release ---------------------------------------------------------------- */
 
-static int release_one(struct loopfd_session *s, const struct image *img,
-		       const struct options *o)
+/* One image's release outcome, reported as if it had been released alone;
+ * 0 or its exit status. */
+static int release_report(const struct image *img, const struct options *o,
+			  const struct loopfd_error *err, uint32_t waited)
 {
-	struct loopfd_error err;
-	uint32_t waited = 0;
-	int ok = loopfd_release(s, img->dev.id, o->timeout_ms, &waited, &err) == 0;
+	int ok = err->err == 0;
 
 	if (o->verbose && o->json)
-		json_receipt(stderr, img->path, &img->dev, ok, &err, waited);
+		json_receipt(stderr, img->path, &img->dev, ok, err, waited);
 	if (!ok) {
 		fprintf(stderr, "loopfd: release of %s (image %s) failed: %s\n",
-			img->dev.path, img->path, release_text(&err));
-		if (err.reason == LFD_R_BUSY)
+			img->dev.path, img->path, release_text(err));
+		if (err->reason == LFD_R_BUSY)
 			report_busy_openers(&img->dev);
-		if (err.reason == LFD_R_DATA_LOST)
+		if (err->reason == LFD_R_DATA_LOST)
 			report_full_filesystem(img->path);
-		return release_exit_status(&err);
+		return release_exit_status(err);
 	}
 	if (o->verbose && !o->json)
 		fprintf(stderr, "loopfd: released %s (image %s), waited %u ms\n",
@@ -779,13 +879,46 @@ static int release_one(struct loopfd_session *s, const struct image *img,
 	return 0;
 }
 
+/* The worse of two exit statuses: data before busy. */
+static int worse(int worst, int rc)
+{
+	return rc == EXIT_LOOPFD_DATA || (rc != 0 && worst == 0) ? rc : worst;
+}
+
+/* One release request for up to LOOPFD_BATCH_MAX images (the attached
+ * ones among imgs[0..n)); returns 0 or the worst exit status. */
+static int release_batch(struct loopfd_session *s, const struct image *imgs,
+			 size_t n, const struct options *o)
+{
+	struct loopfd_release_result res[LOOPFD_BATCH_MAX];
+	const struct image *which[LOOPFD_BATCH_MAX];
+	uint32_t ids[LOOPFD_BATCH_MAX];
+	struct loopfd_error err;
+	size_t i, k = 0;
+	int worst = 0;
+
+	for (i = 0; i < n; i++)
+		if (imgs[i].attached) {
+			which[k] = &imgs[i];
+			ids[k++] = imgs[i].dev.id;
+		}
+	if (k == 0)
+		return 0;
+	/* Its result is in each image's outcome. */
+	(void)loopfd_release_batch(s, ids, k, o->timeout_ms, res, &err);
+	for (i = 0; i < k; i++)
+		worst = worse(worst, release_report(which[i], o, &res[i].error,
+						    res[i].waited_ms));
+	return worst;
+}
+
 /* Release every attached device and end the session; returns 0 or the
  * exit status of the worst failure (data before busy). */
 static int release_all(struct loopfd_session *s, struct image *imgs,
 		       size_t n, const struct options *o)
 {
-	int worst = 0, rc;
-	size_t i;
+	int worst = 0;
+	size_t i, k;
 
 	/* Our own copies first: while loopfd holds a device open, the helper
 	 * counts it as another opener, waits out the timeout and reports the
@@ -795,15 +928,435 @@ static int release_all(struct loopfd_session *s, struct image *imgs,
 			close(imgs[i].dev.fd);
 		imgs[i].dev.fd = -1;
 	}
-	for (i = 0; i < n; i++) {
-		if (!imgs[i].attached)
-			continue;
-		rc = release_one(s, &imgs[i], o);
-		if (rc == EXIT_LOOPFD_DATA || (rc != 0 && worst == 0))
-			worst = rc;
+	for (i = 0; i < n; i += k) {
+		k = n - i < LOOPFD_BATCH_MAX ? n - i : LOOPFD_BATCH_MAX;
+		worst = worse(worst, release_batch(s, &imgs[i], k, o));
 	}
 	loopfd_close(s);
 	return worst;
+}
+
+/* ---- partitions ------------------------------------------------------------ */
+
+/*
+ * --partitions and --partition: on one IMAGE at most (its partitions' numbers
+ * name the LOOPFD_PART_* variables), whose table decides the windows:
+ * offsets of one's own would contradict it.  Returns that IMAGE's index, or
+ * n when none has them.
+ */
+static size_t check_partition_options(const struct image *imgs, size_t n)
+{
+	size_t i, which = n;
+
+	for (i = 0; i < n; i++) {
+		const struct image_opts *io = &imgs[i].opts;
+		const char *s = io->partitions ? "s" : "";
+
+		if (!io->partitions && !io->nsel)
+			continue;
+		if (which < n)
+			usage_error("--partition%s: on one IMAGE only (%s and %s "
+				    "have partition options)", s,
+				    imgs[which].path, imgs[i].path);
+		which = i;
+		if (io->partitions && io->nsel)
+			usage_error("--partitions attaches every partition: it "
+				    "does not go with --partition");
+		if (io->attach.offset || io->attach.sizelimit)
+			usage_error("--partition%s: offset and size come from the "
+				    "partition table, not -o/--sizelimit", s);
+	}
+	return which;
+}
+
+/* Entry e: partition t->parts[i] of whole, on its own copy of whole's fd,
+ * with whole's options and the partition's window. */
+static int set_partition_entry(struct image *e, const struct image *whole,
+			       const struct loopfd_partition_table *t, size_t i)
+{
+	const struct loopfd_partition *p = &t->parts[i];
+
+	e->opts = whole->opts;
+	e->opts.attach.offset = p->start_bytes;
+	e->opts.attach.sizelimit = p->size_bytes;
+	e->opts.attach.sector_size = t->sector_size;
+	e->dev.fd = -1;
+	e->table = t;
+	e->part = i;
+	if (p->extended) {
+		fprintf(stderr, "loopfd: %s: attach partition %u: an MBR extended "
+			"partition holds only the logical ones (5 and up); attach "
+			"those\n", whole->path, p->number);
+		return -1;
+	}
+	e->fd = fcntl(whole->fd, F_DUPFD_CLOEXEC, 0);
+	if (e->fd < 0 ||
+	    asprintf(&e->owned_path, "%s partition %u", whole->path,
+		     p->number) < 0) {
+		e->owned_path = NULL;
+		perror("loopfd");
+		return -1;
+	}
+	e->path = e->owned_path;
+	return 0;
+}
+
+/* The partitions to attach, as indexes into t->parts, into idx (*k of
+ * them): every one but MBR extended containers, or the selected ones. */
+static int pick_partitions(const struct image *whole,
+			   const struct loopfd_partition_table *t,
+			   size_t *idx, size_t *k)
+{
+	const struct image_opts *io = &whole->opts;
+	struct loopfd_error err;
+	size_t i, j;
+
+	*k = 0;
+	for (i = 0; io->partitions && i < t->count; i++)
+		if (!t->parts[i].extended)
+			idx[(*k)++] = i;
+	for (i = 0; i < io->nsel; i++) {
+		if (loopfd_partition_select(t, io->sel[i], &idx[*k], &err) < 0) {
+			print_error(whole->path, &err);
+			return -1;
+		}
+		for (j = 0; j < *k; j++)
+			if (idx[j] == idx[*k]) {
+				fprintf(stderr, "loopfd: %s: --partition %s: "
+					"partition %u is selected twice\n",
+					whole->path, io->sel[i],
+					t->parts[idx[j]].number);
+				return -1;
+			}
+		(*k)++;
+	}
+	if (*k == 0)
+		fprintf(stderr, "loopfd: %s: the %s partition table has no "
+			"partition to attach\n", whole->path, t->label);
+	return *k ? 0 : -1;
+}
+
+/* Into v from v[at]: the image then every partition (--partitions), or the
+ * selected partitions in the order given; *added says how many. */
+static int partition_entries(struct image *v, size_t at,
+			     const struct image *whole,
+			     const struct loopfd_partition_table *t,
+			     size_t *added)
+{
+	size_t *idx = calloc(t->count + MAX_SELECTORS + 1, sizeof(*idx));
+	size_t k, i, first = whole->opts.partitions ? 1 : 0;
+	int rc = -1;
+
+	*added = 0;
+	if (!idx) {
+		perror("loopfd");
+		return -1;
+	}
+	if (pick_partitions(whole, t, idx, &k) < 0)
+		goto out;
+	if (first) {
+		v[at] = *whole;
+		v[at].opts.attach.sector_size = t->sector_size;
+	}
+	*added = first;
+	for (i = 0; i < k; i++) {
+		v[at + first + i].fd = -1;
+		(*added)++;
+		if (set_partition_entry(&v[at + first + i], whole, t, idx[i]) < 0)
+			goto out;
+	}
+	rc = 0;
+out:
+	free(idx);
+	return rc;
+}
+
+/*
+ * Read the table of IMAGE imgs[which] and replace it in *imgs by the devices
+ * to attach: the whole image then every partition (--partitions), or the
+ * selected partitions.  Every device of that IMAGE gets the table's sector
+ * size.
+ */
+static int expand_partitions(struct image **imgs, size_t *n, size_t which,
+			     struct loopfd_partition_table *t)
+{
+	struct image *old = *imgs, *v;
+	struct loopfd_error err;
+	size_t added = 0, i;
+
+	if (loopfd_partitions_read(old[which].fd, old[which].opts.attach.sector_size,
+				   t, &err) < 0) {
+		print_error(old[which].path, &err);
+		return -1;
+	}
+	v = calloc(*n + t->count + MAX_SELECTORS + 1, sizeof(*v));
+	if (!v) {
+		perror("loopfd");
+		return -1;
+	}
+	memcpy(v, old, which * sizeof(*v));
+	if (partition_entries(v, which, &old[which], t, &added) < 0) {
+		for (i = which; i < which + added; i++) {
+			if (v[i].fd >= 0 && v[i].fd != old[which].fd)
+				close(v[i].fd);
+			free(v[i].owned_path);
+		}
+		free(v);
+		return -1;
+	}
+	memcpy(v + which + added, old + which + 1,
+	       (*n - which - 1) * sizeof(*v));
+	if (!old[which].opts.partitions)
+		close(old[which].fd);
+	free(old);
+	*imgs = v;
+	*n = *n - 1 + added;
+	return 0;
+}
+
+/* "root-x86-64" -> "ROOT_X86_64" */
+static void env_word(char *dst, size_t cap, const char *src)
+{
+	size_t i;
+
+	for (i = 0; src[i] && i + 1 < cap; i++)
+		dst[i] = src[i] == '-' ? '_' : (char)toupper((unsigned char)src[i]);
+	dst[i] = '\0';
+}
+
+static int set_env(const char *name, const char *value)
+{
+	if (setenv(name, value, 1) == 0)
+		return 0;
+	perror("loopfd: setting the environment");
+	return -1;
+}
+
+/*
+ * The words partition p is known by in LOOPFD_PART_<WORD>: its type name
+ * ("ROOT_X86_64") and, for a root or /usr partition, the kind alone
+ * ("ROOT").  Returns how many (0 to 2).
+ */
+static int type_words(const struct loopfd_partition *p, char w[2][40])
+{
+	char *cut;
+
+	if (!p->type_name[0])
+		return 0;
+	env_word(w[0], sizeof(w[0]), p->type_name);
+	if (strncmp(w[0], "ROOT_", 5) != 0 && strncmp(w[0], "USR_", 4) != 0)
+		return 1;
+	if (strstr(w[0], "VERITY"))
+		return 1;
+	memcpy(w[1], w[0], sizeof(w[1]));
+	cut = strchr(w[1], '_');
+	*cut = '\0';
+	return 2;
+}
+
+/* How many partition devices are known by word. */
+static size_t devices_known_as(const struct image *imgs, size_t n,
+			       const char *word)
+{
+	char w[2][40];
+	size_t i, seen = 0;
+	int k, j;
+
+	for (i = 0; i < n; i++) {
+		if (!imgs[i].table)
+			continue;
+		k = type_words(&imgs[i].table->parts[imgs[i].part], w);
+		for (j = 0; j < k; j++)
+			seen += strcmp(w[j], word) == 0;
+	}
+	return seen;
+}
+
+static int set_part_env(uint32_t number, const char *suffix, const char *value)
+{
+	char var[64];
+
+	snprintf(var, sizeof(var), "LOOPFD_PART_%u%s", number, suffix);
+	return set_env(var, value);
+}
+
+static int partition_env(const struct image *img, size_t fdnum, char *list,
+			 size_t cap, const struct image *imgs, size_t n)
+{
+	const struct loopfd_partition *p = &img->table->parts[img->part];
+	char fd[32], start[24], size[24], var[96], w[2][40];
+	const char *typ = p->type_name[0] ? p->type_name : p->type;
+	int rc = 0, k, j;
+
+	snprintf(fd, sizeof(fd), "/dev/fd/%zu", fdnum);
+	snprintf(start, sizeof(start), "%" PRIu64, p->start_bytes);
+	snprintf(size, sizeof(size), "%" PRIu64, p->size_bytes);
+	rc |= set_part_env(p->number, "", fd);
+	rc |= set_part_env(p->number, "_DEVICE", img->dev.name);
+	rc |= set_part_env(p->number, "_START", start);
+	rc |= set_part_env(p->number, "_SIZE", size);
+	rc |= set_part_env(p->number, "_TYPE", p->type);
+	rc |= set_part_env(p->number, "_TYPE_NAME", p->type_name);
+	rc |= set_part_env(p->number, "_UUID", p->uuid);
+	rc |= set_part_env(p->number, "_NAME", p->name);
+	k = type_words(p, w);
+	for (j = 0; j < k; j++) {
+		snprintf(var, sizeof(var), "LOOPFD_PART_%s", w[j]);
+		if (devices_known_as(imgs, n, w[j]) == 1)
+			rc |= set_env(var, fd);
+	}
+	snprintf(list + strlen(list), cap - strlen(list), "%s%u:%s:%s:%s:%s:%s",
+		 list[0] ? " " : "", p->number, fd, img->dev.name, start, size,
+		 typ);
+	return rc ? -1 : 0;
+}
+
+/*
+ * For each partition device: LOOPFD_PART_<N>=/dev/fd/K and its details,
+ * LOOPFD_PART_<TYPE>=/dev/fd/K where one device has that type, and
+ * LOOPFD_PARTITIONS, one NUMBER:FD:DEVICE:START:SIZE:TYPE word each.
+ */
+static int export_partition_env(const struct image *imgs, size_t n)
+{
+	const struct loopfd_partition_table *t = NULL;
+	size_t cap = n * 160 + 1, i;
+	char *list, ss[16];
+	int rc = 0;
+
+	for (i = 0; i < n && !t; i++)
+		t = imgs[i].table;
+	if (!t)
+		return 0;	/* no partition devices */
+	list = calloc(cap, 1);
+	if (!list) {
+		perror("loopfd");
+		return -1;
+	}
+	for (i = 0; i < n && rc == 0; i++)
+		if (imgs[i].table)
+			rc = partition_env(&imgs[i], (size_t)command_first_fd() + i, list,
+					   cap, imgs, n);
+	snprintf(ss, sizeof(ss), "%u", t->sector_size);
+	if (rc == 0)
+		rc = set_env("LOOPFD_PARTITIONS", list) |
+		     set_env("LOOPFD_SECTOR_SIZE", ss);
+	free(list);
+	return rc ? -1 : 0;
+}
+
+/* Does /sys/block/NAME hold a NAMEp* partition (or cannot we tell)? */
+static int has_partition_devices(const char *name)
+{
+	char path[64], prefix[40];
+	struct dirent *d;
+	DIR *dir;
+	int found = 0;
+
+	snprintf(path, sizeof(path), "/sys/block/%s", name);
+	snprintf(prefix, sizeof(prefix), "%sp", name);
+	dir = opendir(path);
+	if (!dir)
+		return 1;
+	while (!found && (d = readdir(dir)) != NULL)
+		found = strncmp(d->d_name, prefix, strlen(prefix)) == 0;
+	closedir(dir);
+	return found;
+}
+
+/* A kernel without partition parsers (CONFIG_MSDOS_PARTITION,
+ * CONFIG_EFI_PARTITION) scans nothing: the partition devices appear in
+ * /sys/block/loopN/ during the attach, or never. */
+static void warn_partscan(const struct image *img)
+{
+	struct loopfd_partition_table t;
+	int fd;
+
+	if (img->table || has_partition_devices(img->dev.name))
+		return;
+	fd = fcntl(img->dev.fd, F_DUPFD_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	if (loopfd_partitions_read(fd, 0, &t, NULL) == 0 &&
+	    t.count > 0)
+		fprintf(stderr, "loopfd: warning: -P: the kernel made no "
+			"partition devices for %s (%s holds a %s table with %zu "
+			"partitions): this kernel cannot parse partition tables. "
+			"--partitions attaches each partition as a device of its "
+			"own instead\n", img->dev.path, img->path, t.label, t.count);
+	loopfd_partitions_free(&t);
+	close(fd);
+}
+
+/* The table as a text listing: sizes in bytes and sectors, names quoted. */
+static void print_table(const char *path, const struct loopfd_partition_table *t)
+{
+	const struct loopfd_partition *p;
+	size_t i, j;
+
+	printf("%s: %s table, id %s, %u-byte sectors, %" PRIu64 " bytes\n",
+	       path, t->label, t->id, t->sector_size, t->disk_bytes);
+	printf("%6s %12s %12s %14s %14s  %-20s %s\n", "NUMBER", "START",
+	       "SECTORS", "START_BYTES", "SIZE_BYTES", "TYPE", "NAME");
+	for (i = 0; i < t->count; i++) {
+		p = &t->parts[i];
+		printf("%6u %12" PRIu64 " %12" PRIu64 " %14" PRIu64 " %14" PRIu64
+		       "  %-20s ", p->number, p->start, p->size, p->start_bytes,
+		       p->size_bytes, p->extended ? "extended" :
+		       p->type_name[0] ? p->type_name : p->type);
+		for (j = 0; p->name[j]; j++)	/* a name may hold anything */
+			putchar((unsigned char)p->name[j] < 0x20 ||
+				p->name[j] == 0x7f ? '?' : p->name[j]);
+		putchar('\n');
+	}
+}
+
+/* loopfd partitions [--json] [-b BYTES] IMAGE */
+static int cmd_partitions(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "json",		no_argument,		NULL, OPT_JSON },
+		{ "sector-size",	required_argument,	NULL, 'b' },
+		{ "help",		no_argument,		NULL, 'h' },
+		{ NULL,			0,			NULL, 0 },
+	};
+	static char prog[] = "loopfd";
+	struct loopfd_partition_table t;
+	struct loopfd_error err;
+	uint32_t ss = 0;
+	int c, json = 0, fd, rc;
+
+	argv[0] = prog;
+	while ((c = getopt_long(argc, argv, "+b:h", opts, NULL)) != -1) {
+		if (c == OPT_JSON)
+			json = 1;
+		else if (c == 'b')
+			ss = parse_sector_size("--sector-size", optarg);
+		else if (c == 'h')
+			return print_help();
+		else
+			usage_error("invalid command line (loopfd partitions "
+				    "[--json] [-b BYTES] IMAGE)");
+	}
+	if (optind + 1 != argc)
+		usage_error("partitions takes one IMAGE");
+	fd = open(argv[optind], O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0) {
+		fprintf(stderr, "loopfd: %s: cannot open for reading: %s\n",
+			argv[optind], strerror(errno));
+		return EXIT_LOOPFD_SETUP;
+	}
+	rc = loopfd_partitions_read(fd, ss, &t, &err);
+	close(fd);
+	if (rc < 0) {
+		fprintf(stderr, "loopfd: %s: %s\n", argv[optind], loopfd_strerror(&err));
+		return EXIT_LOOPFD_SETUP;
+	}
+	if (json)
+		loopfd_partitions_json(stdout, &t, argv[optind]);
+	else
+		print_table(argv[optind], &t);
+	loopfd_partitions_free(&t);
+	return flush_stdout() ? EXIT_LOOPFD_SETUP : 0;
 }
 
 /* ---- main ------------------------------------------------------------------- */
@@ -835,15 +1388,22 @@ static int run_command_with(struct loopfd_session *s, struct image *imgs,
 
 /* Everything from opening the images to the last release; returns the
  * exit status. */
-static int run_with_images(struct image *imgs, size_t n, char **cmd,
-			   struct options *o)
+static int run_with_images(struct image **imgsp, size_t *np, size_t which,
+			   char **cmd, struct options *o,
+			   struct loopfd_partition_table *t)
 {
 	struct loopfd_session *s;
 	struct loopfd_error err;
+	struct image *imgs;
+	size_t n;
 	int status, failed;
 
-	if (open_images(imgs, n) < 0)
+	if (open_images(*imgsp, *np) < 0)
 		return EXIT_LOOPFD_SETUP;
+	if (which < *np && expand_partitions(imgsp, np, which, t) < 0)
+		return EXIT_LOOPFD_SETUP;
+	imgs = *imgsp;
+	n = *np;
 	if (loopfd_connect(&s, o->socket_path, &err) < 0) {
 		print_error(NULL, &err);
 		return EXIT_LOOPFD_SETUP;
@@ -854,7 +1414,7 @@ static int run_with_images(struct image *imgs, size_t n, char **cmd,
 		loopfd_close(s);
 		return EXIT_LOOPFD_SETUP;
 	}
-	if (attach_all(s, imgs, n, o) < 0) {
+	if (attach_all(s, imgs, n, o) < 0 || export_partition_env(imgs, n) < 0) {
 		close_images(imgs, n);
 		release_all(s, imgs, n, o);
 		return EXIT_LOOPFD_SETUP;
@@ -866,16 +1426,21 @@ static int run_with_images(struct image *imgs, size_t n, char **cmd,
 
 static int cmd_run(int argc, char **argv)
 {
+	struct loopfd_partition_table t = { 0 };
 	struct options o;
 	struct image *imgs;
 	char **cmd;
-	size_t n;
+	size_t n, i, which;
 	int status;
 
 	parse_command_line(argc, argv, &o, &imgs, &n, &cmd);
-	status = run_with_images(imgs, n, cmd, &o);
+	which = check_partition_options(imgs, n);
+	status = run_with_images(&imgs, &n, which, cmd, &o, &t);
 	close_images(imgs, n);
+	for (i = 0; i < n; i++)
+		free(imgs[i].owned_path);
 	free(imgs);
+	loopfd_partitions_free(&t);
 	return status;
 }
 
@@ -888,6 +1453,7 @@ static const struct {
 	{ "exec", cmd_exec },
 	{ "list", cmd_list },
 	{ "detach", cmd_detach },
+	{ "partitions", cmd_partitions },
 };
 
 int main(int argc, char **argv)
@@ -900,7 +1466,8 @@ int main(int argc, char **argv)
 	 * no exit status for COMMAND, none for a spawned helper. */
 	signal(SIGCHLD, SIG_DFL);
 	if (argc < 2)
-		usage_error("no command given (run, attach, exec, list, detach)");
+		usage_error("no command given (run, attach, exec, list, detach, "
+			    "partitions)");
 	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)
 		return print_help();
 	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0)
@@ -908,6 +1475,6 @@ int main(int argc, char **argv)
 	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (strcmp(argv[1], commands[i].name) == 0)
 			return commands[i].fn(argc - 1, argv + 1);
-	usage_error("unknown command '%s' (run, attach, exec, list, detach)",
-		    argv[1]);
+	usage_error("unknown command '%s' (run, attach, exec, list, detach, "
+		    "partitions)", argv[1]);
 }

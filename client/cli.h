@@ -27,10 +27,15 @@
 
 #define DEFAULT_TIMEOUT_MS	10000u
 
+#define MAX_SELECTORS		32	/* --partition SEL on one IMAGE */
+
 /* Options of one IMAGE: those before the first IMAGE, then its own. */
 struct image_opts {
 	struct loopfd_attach_opts attach;
 	int lock;			/* --lock */
+	int partitions;			/* --partitions */
+	const char *sel[MAX_SELECTORS];	/* --partition SEL..., nsel of them */
+	size_t nsel;
 };
 
 /* The options of run and attach that apply to the whole command. */
@@ -44,10 +49,13 @@ struct options {
 };
 
 struct image {
-	const char *path;
+	const char *path;		/* for messages: "disk.img partition 2" too */
+	char *owned_path;		/* path, when made here */
 	struct image_opts opts;
 	int fd;				/* the opened image, until attached */
 	int attached;
+	const struct loopfd_partition_table *table;	/* a partition: of this */
+	size_t part;			/* table->parts[part]; table NULL: whole */
 	struct loopfd_device dev;
 };
 
@@ -58,8 +66,6 @@ uint32_t parse_seconds(const char *opt, const char *arg);
 void parse_command_line(int argc, char **argv, struct options *o,
 			struct image **imgs, size_t *n, char ***cmd);
 int open_image(struct image *img);
-int attach_one(struct loopfd_session *s, struct image *img,
-	       const struct options *o);
 void error_text(char *buf, size_t cap, const char *what,
 		const struct loopfd_error *err);
 void print_error(const char *what, const struct loopfd_error *err);
@@ -77,6 +83,7 @@ struct cmd_device {
 
 /* command.c */
 void command_scan_inherited(void);
+int command_first_fd(void);
 int command_run(char **cmd, const struct cmd_device *devs, size_t n);
 void command_forward_set(sigset_t *set);
 

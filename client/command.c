@@ -92,6 +92,13 @@ static int set_list(const char *var, const char *old, const char *const *items,
 	return rc;
 }
 
+/* The fd COMMAND gets our first device on (3 unless an outer loopfd's
+ * devices are there). */
+int command_first_fd(void)
+{
+	return inherited.first_fd;
+}
+
 /* LOOPFD_DEVICE, LOOPFD_NAME and LOOPFD_PATH name our first device;
  * LOOPFD_DEVICES and LOOPFD_NAMES list every device COMMAND has. */
 static int export_env(const struct cmd_device *devs, size_t n)

@@ -544,6 +544,11 @@ int cmd_attach(int argc, char **argv)
 	int rc = 0;
 
 	parse_command_line(argc, argv, &o, &imgs, &n, NULL);
+	for (i = 0; i < n; i++)
+		if (imgs[i].opts.partitions || imgs[i].opts.nsel)
+			usage_error("--partition%s: loopfd attach holds whole "
+				    "images; use loopfd run for partitions",
+				    imgs[i].opts.partitions ? "s" : "");
 	if (hold_dir(dir, sizeof(dir), 1) < 0)
 		rc = EXIT_LOOPFD_SETUP;
 	for (i = 0; i < n && rc == 0; i++) {

@@ -42,6 +42,8 @@ _Static_assert(LOOPFD_AUTOCLEAR == LFD_ATTACH_AUTOCLEAR, "flag value");
 _Static_assert(LOOPFD_FEAT_GRANT == LFD_FEAT_GRANT, "feature value");
 _Static_assert(LOOPFD_FEAT_PARTSCAN == LFD_FEAT_PARTSCAN, "feature value");
 _Static_assert(LOOPFD_FEAT_DIRECT_IO == LFD_FEAT_DIRECT_IO, "feature value");
+_Static_assert(LOOPFD_FEAT_BATCH == LFD_FEAT_BATCH, "feature value");
+_Static_assert(LOOPFD_BATCH_MAX == LFD_MAX_BATCH, "batch bound");
 _Static_assert(LOOPFD_MODE_SETUID == LFD_MODE_SETUID, "mode value");
 _Static_assert(LOOPFD_MODE_LISTEN == LFD_MODE_LISTEN, "mode value");
 _Static_assert(LOOPFD_MODE_SYSTEMD == LFD_MODE_SYSTEMD, "mode value");
@@ -85,6 +87,8 @@ static const char *op_name(uint16_t op)
 	case LFD_OP_ATTACH:	return "attach";
 	case LFD_OP_RELEASE:	return "release";
 	case LFD_OP_LIST:	return "list";
+	case LFD_OP_ATTACH_BATCH:	return "attach";
+	case LFD_OP_RELEASE_BATCH:	return "release";
 	default:		return "request";
 	}
 }
@@ -145,18 +149,18 @@ static void close_fds(const int *fds, int n)
 
 /*
  * Check a received reply against its request.  fds[0..nfds) are the fds that
- * came with it (at most one is kept by the caller); on failure they are
+ * came with it (at most maxfds of them are kept); on failure they are
  * closed here.
  */
 static int check_reply(struct loopfd_session *s, const uint8_t *buf, long n,
-		       int rflags, const int *fds, int nfds,
+		       int rflags, const int *fds, int nfds, int maxfds,
 		       struct lfd_msg *m, struct loopfd_error *err)
 {
 	uint16_t op = m->op;
 	uint32_t seq = m->seq;
 	enum lfd_reason r;
 	char what[96];
-	int kept = nfds < 1 ? nfds : 1;
+	int kept = nfds < maxfds ? nfds : maxfds;
 
 	if (rflags != 0) {
 		close_fds(fds, kept);
@@ -183,29 +187,21 @@ static int check_reply(struct loopfd_session *s, const uint8_t *buf, long n,
 			 m->op, op);
 		return protocol_error(s, err, op, what);
 	}
-	if (nfds != lfd_fds_for_op(m->op)) {
+	if (nfds != lfd_fds_for_msg(m)) {
 		close_fds(fds, kept);
 		snprintf(what, sizeof(what), "%d file descriptors, expected %d",
-			 nfds, lfd_fds_for_op(m->op));
+			 nfds, lfd_fds_for_msg(m));
 		return protocol_error(s, err, op, what);
 	}
 	return 0;
 }
 
-/*
- * One request and its reply.  m holds the request (op and body) on entry
- * and the reply on success.  send_fd (or -1) goes with the request; when the
- * reply carries an fd, it is stored in *recv_fd.
- */
-static int transact(struct loopfd_session *s, struct lfd_msg *m, int send_fd,
-		    int *recv_fd, struct loopfd_error *err)
+static int send_request(struct loopfd_session *s, struct lfd_msg *m,
+			const int *send_fds, int nsend, struct loopfd_error *err)
 {
 	uint8_t buf[LFD_MAX_MSG];
 	uint16_t op = m->op;
-	int fds[1] = { -1 };
-	int nfds, rflags;
 	size_t len;
-	long n;
 
 	if (s->broken)
 		return set_error(err, ENOTCONN, 0, "%s: the connection to the "
@@ -217,7 +213,7 @@ static int transact(struct loopfd_session *s, struct lfd_msg *m, int send_fd,
 	if (len == 0)
 		return set_error(err, EINVAL, 0, "%s: cannot encode request",
 				 op_name(op));
-	if (lfd_send(s->sock, buf, len, send_fd) < 0) {
+	if (lfd_send_fds(s->sock, buf, len, send_fds, nsend) < 0) {
 		s->broken = 1;
 		if (errno == EPIPE || errno == ECONNRESET)
 			return set_error(err, errno, 0, "%s: the helper closed "
@@ -225,7 +221,28 @@ static int transact(struct loopfd_session *s, struct lfd_msg *m, int send_fd,
 		return set_error(err, errno, 0, "%s: sending to the helper: %s",
 				 op_name(op), strerror(errno));
 	}
-	n = lfd_recv(s->sock, buf, sizeof(buf), fds, 1, &nfds, &rflags);
+	return 0;
+}
+
+/*
+ * One request and its reply.  m holds the request (op and body) on entry
+ * and the reply on success.  send_fds[0..nsend) go with the request; the
+ * fds of the reply (at most maxrecv, as many as the reply says) are stored
+ * in recv_fds.
+ */
+static int transact_fds(struct loopfd_session *s, struct lfd_msg *m,
+			const int *send_fds, int nsend, int *recv_fds,
+			int maxrecv, struct loopfd_error *err)
+{
+	uint8_t buf[LFD_MAX_REPLY];
+	uint16_t op = m->op;
+	int fds[LFD_MAX_BATCH];
+	int nfds, rflags;
+	long n;
+
+	if (send_request(s, m, send_fds, nsend, err) < 0)
+		return -1;
+	n = lfd_recv(s->sock, buf, sizeof(buf), fds, maxrecv, &nfds, &rflags);
 	if (n < 0) {
 		s->broken = 1;
 		return set_error(err, errno, 0, "%s: receiving from the helper: %s",
@@ -236,10 +253,24 @@ static int transact(struct loopfd_session *s, struct lfd_msg *m, int send_fd,
 		return set_error(err, ECONNRESET, 0, "%s: the helper closed the "
 				 "connection without answering", op_name(op));
 	}
-	if (check_reply(s, buf, n, rflags, fds, nfds, m, err) < 0)
+	if (check_reply(s, buf, n, rflags, fds, nfds, maxrecv, m, err) < 0)
+		return -1;
+	if (nfds > 0)
+		memcpy(recv_fds, fds, sizeof(int) * (size_t)nfds);
+	return 0;
+}
+
+/* transact_fds with at most one fd each way (send_fd, recv_fd: -1, NULL). */
+static int transact(struct loopfd_session *s, struct lfd_msg *m, int send_fd,
+		    int *recv_fd, struct loopfd_error *err)
+{
+	int fd = -1;
+
+	if (transact_fds(s, m, &send_fd, send_fd >= 0 ? 1 : 0, &fd,
+			 recv_fd ? 1 : 0, err) < 0)
 		return -1;
 	if (recv_fd)
-		*recv_fd = nfds > 0 ? fds[0] : -1;
+		*recv_fd = fd;
 	return 0;
 }
 
@@ -306,6 +337,31 @@ static int check_no_new_privs(struct loopfd_error *err)
 			 "cannot gain privilege here; use socket mode: set "
 			 "LOOPFD_SOCKET or --socket to the socket of a "
 			 "`loopfd-helper --listen PATH` daemon");
+}
+
+/* In a user namespace the kernel ignores the setuid bit of a file whose
+ * owner (global root) is not mapped there, and even where root is mapped
+ * the helper's ids are no longer the machine's.  Only the initial user
+ * namespace maps all 2^32 ids from 0: anything else is a namespace. */
+static int check_user_namespace(struct loopfd_error *err)
+{
+	unsigned long inside, outside, count;
+	FILE *f = fopen("/proc/self/uid_map", "re");
+	int n;
+
+	if (f == NULL)
+		return 0;	/* no /proc: the checks below still apply */
+	n = fscanf(f, "%lu %lu %lu", &inside, &outside, &count);
+	fclose(f);
+	if (n != 3 || (inside == 0 && outside == 0 && count == 4294967295UL))
+		return 0;
+	return set_error(err, EPERM, 0, "connect: this process runs in a user "
+			 "namespace (uid_map %lu %lu %lu), where a setuid helper "
+			 "cannot gain privilege; use socket mode: set "
+			 "LOOPFD_SOCKET or --socket to the socket of a "
+			 "`loopfd-helper --listen PATH` daemon (or of the "
+			 "loopfd.socket unit) bound into the namespace",
+			 inside, outside, count);
 }
 
 /* Say plainly why the helper would run without privilege, instead of
@@ -382,7 +438,8 @@ static int spawn_helper(struct loopfd_session *s, struct loopfd_error *err)
 	int rc;
 
 	s->helper_path = path;
-	if (check_no_new_privs(err) < 0 || check_helper_file(path, err) < 0)
+	if (check_no_new_privs(err) < 0 || check_user_namespace(err) < 0 ||
+	    check_helper_file(path, err) < 0)
 		return -1;
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
 		return set_error(err, errno, 0, "connect: socketpair: %s",
@@ -581,6 +638,20 @@ int loopfd_attach(struct loopfd_session *s, int backing_fd,
 	return 0;
 }
 
+/* What a release's outcome means for this side's bookkeeping. */
+static void note_release(struct loopfd_session *s, int reason)
+{
+	/* The helper stays until such a device is gone (its slots stay
+	 * counted); loopfd_close must not wait for that. */
+	if (reason == LFD_R_BUSY || reason == LFD_R_DEVICE_CHANGED)
+		s->lingers = 1;
+	/* After these the id is gone from the session. */
+	if (reason == LFD_R_NONE || reason == LFD_R_BUSY ||
+	    reason == LFD_R_DEVICE_CHANGED || reason == LFD_R_DATA_LOST ||
+	    reason == LFD_R_KERNEL)
+		s->attached -= s->attached > 0;
+}
+
 LOOPFD_PUBLIC
 int loopfd_release(struct loopfd_session *s, uint32_t id, uint32_t timeout_ms,
 		   uint32_t *waited_ms, struct loopfd_error *err)
@@ -597,23 +668,258 @@ int loopfd_release(struct loopfd_session *s, uint32_t id, uint32_t timeout_ms,
 	m.u.release_req.id = id;
 	m.u.release_req.timeout_ms = timeout_ms;
 	if (transact(s, &m, -1, NULL, err) < 0) {
-		/* The helper stays until such a device is gone (its slots stay
-		 * counted); loopfd_close must not wait for that. */
-		if (err->reason == LFD_R_BUSY || err->reason == LFD_R_DEVICE_CHANGED)
-			s->lingers = 1;
-		/* After these the id is gone from the session. */
 		if (err->reason == LFD_R_BUSY || err->reason == LFD_R_DEVICE_CHANGED ||
 		    err->reason == LFD_R_DATA_LOST)
-			s->attached -= s->attached > 0;
+			note_release(s, err->reason);
 		return -1;
 	}
-	s->attached -= s->attached > 0;
+	note_release(s, LFD_R_NONE);
 	if (m.u.release_rep.id != id)
 		return protocol_error(s, err, LFD_OP_RELEASE, "the reply names "
 				      "another device");
 	if (waited_ms)
 		*waited_ms = m.u.release_rep.waited_ms;
 	return 0;
+}
+
+/* ---- batches ------------------------------------------------------------- */
+
+static int batch_supported(const struct loopfd_session *s)
+{
+	return (s->info.features & LFD_FEAT_BATCH) != 0;
+}
+
+static int request_flags(const struct loopfd_attach_opts *opts, unsigned *flags,
+			 struct loopfd_error *err)
+{
+	/* AUTOCLEAR is always in effect: asking for it is harmless. */
+	*flags = opts ? opts->flags & ~LOOPFD_AUTOCLEAR : 0;
+	if (*flags & ~LFD_ATTACH_REQ_MASK)
+		return set_error(err, EINVAL, 0, "attach: unknown flags %#x",
+				 *flags & ~LFD_ATTACH_REQ_MASK);
+	return 0;
+}
+
+/* The helper's "entry K: " names the entry that failed: into *failed, and
+ * out of the message (the caller names the entry its own way). */
+static void take_entry_index(struct loopfd_error *err, size_t n, size_t *failed)
+{
+	static const char prefix[] = "attach: helper refused: ";
+	char *text = err->msg + sizeof(prefix) - 1, *end;
+	unsigned long k;
+
+	*failed = n;
+	if (strncmp(err->msg, prefix, sizeof(prefix) - 1) != 0 ||
+	    strncmp(text, "entry ", 6) != 0)
+		return;
+	k = strtoul(text + 6, &end, 10);
+	if (end == text + 6 || strncmp(end, ": ", 2) != 0 || k >= n)
+		return;
+	*failed = k;
+	memmove(text, end + 2, strlen(end + 2) + 1);
+}
+
+/* An old helper: one attach after another, undone on a failure, which is
+ * what the helper does for a batch. */
+static int attach_each(struct loopfd_session *s, const int *backing_fds,
+		       const struct loopfd_attach_opts *opts, size_t n,
+		       struct loopfd_device *devs, size_t *failed,
+		       struct loopfd_error *err)
+{
+	size_t i, j;
+
+	for (i = 0; i < n; i++) {
+		if (loopfd_attach(s, backing_fds[i], opts ? &opts[i] : NULL,
+				  &devs[i], err) == 0)
+			continue;
+		*failed = i;
+		for (j = 0; j < i; j++) {
+			close(devs[j].fd);
+			devs[j].fd = -1;
+			loopfd_release(s, devs[j].id, 0, NULL, NULL);
+		}
+		errno = err->err;
+		return -1;
+	}
+	return 0;
+}
+
+static int check_batch_devices(struct loopfd_session *s, const struct lfd_msg *m,
+			       const int *fds, size_t n, struct loopfd_device *devs,
+			       struct loopfd_error *err)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (check_device_fd(s, fds[i], &m->u.attach_batch_rep.dev[i], err) < 0)
+			break;
+	if (i < n) {
+		close_fds(fds, (int)n);
+		return -1;
+	}
+	for (i = 0; i < n; i++)
+		fill_device(&devs[i], &m->u.attach_batch_rep.dev[i], fds[i]);
+	return 0;
+}
+
+LOOPFD_PUBLIC
+int loopfd_attach_batch(struct loopfd_session *s, const int *backing_fds,
+			const struct loopfd_attach_opts *opts, size_t n,
+			struct loopfd_device *devs, size_t *failed,
+			struct loopfd_error *err)
+{
+	struct loopfd_error scratch;
+	struct lfd_msg m;
+	int fds[LFD_MAX_BATCH];
+	size_t i, where;
+
+	if (!err)
+		err = &scratch;
+	if (!failed)
+		failed = &where;
+	*failed = n;
+	if (!s || !devs || !backing_fds || n == 0 || n > LOOPFD_BATCH_MAX)
+		return set_error(err, EINVAL, 0, "attach: a batch takes a session, "
+				 "and 1 to %d backing fds and devices (%zu given)",
+				 LOOPFD_BATCH_MAX, n);
+	if (!batch_supported(s))
+		return attach_each(s, backing_fds, opts, n, devs, failed, err);
+	memset(&m, 0, sizeof(m));
+	m.op = LFD_OP_ATTACH_BATCH;
+	m.u.attach_batch_req.count = (uint32_t)n;
+	for (i = 0; i < n; i++) {
+		struct lfd_attach_req *a = &m.u.attach_batch_req.e[i];
+
+		if (backing_fds[i] < 0 || request_flags(opts ? &opts[i] : NULL,
+							&a->flags, err) < 0) {
+			*failed = i;
+			if (backing_fds[i] < 0)
+				set_error(err, EBADF, 0, "attach: no backing file "
+					  "descriptor (%d)", backing_fds[i]);
+			return -1;
+		}
+		a->sector_size = opts ? opts[i].sector_size : 0;
+		a->offset = opts ? opts[i].offset : 0;
+		a->sizelimit = opts ? opts[i].sizelimit : 0;
+	}
+	if (transact_fds(s, &m, backing_fds, (int)n, fds, LFD_MAX_BATCH, err) < 0) {
+		take_entry_index(err, n, failed);
+		return -1;
+	}
+	/* Counted before the checks: the helper holds the devices either way. */
+	s->attached += (unsigned)n;
+	if (m.u.attach_batch_rep.count != n) {
+		close_fds(fds, (int)m.u.attach_batch_rep.count);
+		return protocol_error(s, err, LFD_OP_ATTACH_BATCH, "the reply "
+				      "lists another number of devices");
+	}
+	return check_batch_devices(s, &m, fds, n, devs, err);
+}
+
+static void result_from(struct loopfd_release_result *r, uint32_t id,
+			const struct loopfd_error *e)
+{
+	r->id = id;
+	r->waited_ms = 0;
+	r->error = *e;
+}
+
+/* An old helper, or the request refused as a whole: one outcome each. */
+static size_t release_each(struct loopfd_session *s, const uint32_t *ids,
+			   size_t n, uint32_t timeout_ms,
+			   struct loopfd_release_result *res)
+{
+	size_t i, failed = 0;
+
+	for (i = 0; i < n; i++) {
+		memset(&res[i], 0, sizeof(res[i]));
+		res[i].id = ids[i];
+		if (loopfd_release(s, ids[i], timeout_ms, &res[i].waited_ms,
+				   &res[i].error) < 0)
+			failed++;
+	}
+	return failed;
+}
+
+/* The helper's outcome for one device, as loopfd_release reports it. */
+static int take_outcome(struct loopfd_session *s,
+			const struct lfd_release_outcome *o,
+			struct loopfd_release_result *r)
+{
+	struct lfd_error e;
+
+	memset(r, 0, sizeof(*r));
+	r->id = o->id;
+	r->waited_ms = o->waited_ms;
+	note_release(s, (int)o->reason);
+	if (o->reason == LFD_R_NONE)
+		return 0;
+	e.err = o->err;
+	e.reason = o->reason;
+	memcpy(e.text, o->text, sizeof(e.text));
+	helper_error(&r->error, LFD_OP_RELEASE, &e);
+	return -1;
+}
+
+/* The outcomes must be the request's devices, in its order. */
+static int release_reply_bad(struct loopfd_session *s, const struct lfd_msg *m,
+			     const uint32_t *ids, size_t n,
+			     struct loopfd_error *err)
+{
+	size_t i;
+
+	if (m->u.release_batch_rep.count != n)
+		return protocol_error(s, err, LFD_OP_RELEASE_BATCH, "the reply "
+				      "lists another number of devices");
+	for (i = 0; i < n; i++)
+		if (m->u.release_batch_rep.out[i].id != ids[i])
+			return protocol_error(s, err, LFD_OP_RELEASE_BATCH, "an "
+					      "outcome names another device");
+	return 0;
+}
+
+LOOPFD_PUBLIC
+int loopfd_release_batch(struct loopfd_session *s, const uint32_t *ids,
+			 size_t n, uint32_t timeout_ms,
+			 struct loopfd_release_result *results,
+			 struct loopfd_error *err)
+{
+	struct loopfd_error scratch;
+	struct lfd_msg m;
+	size_t i, failed = 0;
+
+	if (!err)
+		err = &scratch;
+	if (!s || !ids || !results || n == 0 || n > LOOPFD_BATCH_MAX)
+		return set_error(err, EINVAL, 0, "release: a batch takes a "
+				 "session, and 1 to %d ids and results (%zu given)",
+				 LOOPFD_BATCH_MAX, n);
+	if (!batch_supported(s)) {
+		failed = release_each(s, ids, n, timeout_ms, results);
+	} else {
+		memset(&m, 0, sizeof(m));
+		m.op = LFD_OP_RELEASE_BATCH;
+		m.u.release_batch_req.count = (uint32_t)n;
+		m.u.release_batch_req.timeout_ms = timeout_ms;
+		memcpy(m.u.release_batch_req.id, ids, n * sizeof(*ids));
+		if (transact_fds(s, &m, NULL, 0, NULL, 0, err) < 0) {
+			for (i = 0; i < n; i++)
+				result_from(&results[i], ids[i], err);
+			return -1;
+		}
+		if (release_reply_bad(s, &m, ids, n, err)) {
+			for (i = 0; i < n; i++)
+				result_from(&results[i], ids[i], err);
+			return -1;
+		}
+		for (i = 0; i < n; i++)
+			if (take_outcome(s, &m.u.release_batch_rep.out[i], &results[i]) < 0)
+				failed++;
+	}
+	if (failed == 0)
+		return 0;
+	return set_error(err, EIO, 0, "release: %zu of %zu devices not released "
+			 "as asked; each one's outcome says why", failed, n);
 }
 
 LOOPFD_PUBLIC

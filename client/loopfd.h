@@ -37,6 +37,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -61,6 +62,7 @@ struct loopfd_error {
 #define LOOPFD_FEAT_GRANT	0x01u
 #define LOOPFD_FEAT_PARTSCAN	0x02u
 #define LOOPFD_FEAT_DIRECT_IO	0x04u
+#define LOOPFD_FEAT_BATCH	0x08u	/* the helper takes batches in one request */
 
 /* struct loopfd_info.mode: how the helper was started */
 #define LOOPFD_MODE_SETUID	1u
@@ -133,6 +135,49 @@ int loopfd_attach(struct loopfd_session *s, int backing_fd,
 int loopfd_release(struct loopfd_session *s, uint32_t id, uint32_t timeout_ms,
 		   uint32_t *waited_ms, struct loopfd_error *err);
 
+/* ---- batches -------------------------------------------------------------
+ *
+ * Many devices in one request and one reply each way: for a helper that
+ * does not say LOOPFD_FEAT_BATCH, the library makes one request per device
+ * instead, with the same outcome.
+ */
+
+#define LOOPFD_BATCH_MAX	64	/* devices in one batch call */
+
+/*
+ * Attach n (1 .. LOOPFD_BATCH_MAX) devices: devs[i] to backing_fds[i] with
+ * opts[i] (opts may be NULL: defaults for all).  All or nothing: on success
+ * every devs[i] is filled as by loopfd_attach; on failure none is attached
+ * (the helper released those it had attached before the failing one) and
+ * *failed (may be NULL) gets the index of the entry that failed, or n when
+ * the failure was not one entry's (the session, the connection, n).
+ */
+int loopfd_attach_batch(struct loopfd_session *s, const int *backing_fds,
+			const struct loopfd_attach_opts *opts, size_t n,
+			struct loopfd_device *devs, size_t *failed,
+			struct loopfd_error *err);
+
+struct loopfd_release_result {
+	uint32_t id;
+	uint32_t waited_ms;		/* time spent waiting for other openers */
+	struct loopfd_error error;	/* error.err 0: flushed and detached;
+					   else as loopfd_release's err */
+};
+
+/*
+ * Release n (1 .. LOOPFD_BATCH_MAX) devices, ids[i]'s outcome in
+ * results[i]; one device's failure does not stop the others.  timeout_ms
+ * bounds the whole call's waiting for other openers (one device's, for a
+ * helper without LOOPFD_FEAT_BATCH).  0 when every device
+ * was released; -1 otherwise, err saying how many were not (or, when the
+ * request as a whole was refused, why: then every result carries that
+ * error and nothing was released).  Ids must be distinct.
+ */
+int loopfd_release_batch(struct loopfd_session *s, const uint32_t *ids,
+			 size_t n, uint32_t timeout_ms,
+			 struct loopfd_release_result *results,
+			 struct loopfd_error *err);
+
 /*
  * The devices this session holds.  *count gets how many the helper listed;
  * at most max of them are stored in devs (with fd = -1).
@@ -153,6 +198,108 @@ void loopfd_close(struct loopfd_session *s);
 
 /* err->msg, or the errno text when msg is empty. */
 const char *loopfd_strerror(const struct loopfd_error *err);
+
+/* ---- partitioned images ---------------------------------------------------
+ *
+ * The caller reads the image's partition table itself, from the fd it
+ * opened (util-linux's libblkid prober; no kernel partition parser ever sees
+ * the image), and attaches each partition it wants as a device of its own:
+ * a window of offset and sizelimit on the same backing file, with the
+ * table's sector size.  Nothing new runs as root.
+ *
+ *	struct loopfd_partition_table t;
+ *	size_t i;
+ *
+ *	if (loopfd_partitions_read(img, 0, &t, &err) < 0 ||
+ *	    loopfd_partition_select(&t, "esp", &i, &err) < 0 ||
+ *	    loopfd_attach_partition(s, img, &t, i, NULL, &dev, &err) < 0)
+ *		errx(1, "%s", loopfd_strerror(&err));
+ *	loopfd_partitions_free(&t);
+ */
+
+#define LOOPFD_PART_MAX		1024	/* tables with more partitions are refused */
+
+struct loopfd_partition {
+	uint32_t number;	/* as the table numbers it, the N of sdaN: GPT
+				   entry index + 1; MBR 1-4 primary, 5... logical */
+	uint64_t start;		/* first sector, in the table's sector size */
+	uint64_t size;		/* in sectors */
+	uint64_t start_bytes;	/* start * sector size: the device's offset */
+	uint64_t size_bytes;	/* size * sector size: its sizelimit */
+	char type[40];		/* as sfdisk --json: GPT type GUID, upper case;
+				   MBR type byte in hex, "83" */
+	unsigned mbr_type;	/* MBR type byte; 0 for GPT */
+	char type_name[32];	/* the type's name in the Discoverable Partitions
+				   Specification ("esp", "root-x86-64", "swap",
+				   "linux-generic"); "" if it has none */
+	char uuid[40];		/* GPT partition GUID, upper case; MBR
+				   "<disk id>-<NN>" (the kernel's PARTUUID) */
+	char name[112];		/* GPT partition name (label), UTF-8; "" for MBR */
+	uint64_t attrs;		/* GPT attribute bits; MBR the boot indicator
+				   byte (0x80: bootable) */
+	int extended;		/* MBR extended partition: the container of the
+				   logical ones; listed, never attached */
+};
+
+struct loopfd_partition_table {
+	char label[8];		/* "gpt" or "dos" (sfdisk's names) */
+	char id[40];		/* GPT disk GUID, upper case; MBR "0x1234abcd" */
+	uint32_t sector_size;	/* bytes per sector the table was read with */
+	uint64_t disk_bytes;	/* size of the image file */
+	uint64_t table_offset;	/* bytes: the GPT header or the MBR entries read */
+	size_t count;
+	struct loopfd_partition *parts;	/* count entries, in table order */
+};
+
+/*
+ * Read the partition table of the image open on fd (a regular file or block
+ * device; the file offset is not used).  sector_size 0: detected, 4096 if
+ * a GPT header sits at byte 4096 (LBA 1 of 4096-byte sectors), else 512.
+ * Refused, with an error naming the partition and the numbers: no table or
+ * one of another kind than GPT or MBR, a GPT whose primary header is bad
+ * (even with a good backup: repair the image first), entries outside the
+ * GPT's usable area, partitions that overlap, start at sector 0 or end past
+ * the end of the file, more than LOOPFD_PART_MAX partitions.  An empty
+ * table is not an error.  Free t with loopfd_partitions_free.
+ */
+int loopfd_partitions_read(int fd, uint32_t sector_size,
+			   struct loopfd_partition_table *t,
+			   struct loopfd_error *err);
+
+void loopfd_partitions_free(struct loopfd_partition_table *t);
+
+/*
+ * The partition sel names, into *index (of t->parts).  sel is a partition
+ * number ("2"), a type GUID, an MBR type ("0x83"), a Discoverable
+ * Partitions name ("esp", "xbootldr", "swap", "home", "srv", "var", "tmp",
+ * "linux-generic", "root-x86-64", "usr-arm64", ...; "root", "usr",
+ * "root-verity", ... without an architecture match that kind for any
+ * architecture), or a GPT partition name.  Exactly one partition must
+ * match: none or several is an error that lists what the table holds.
+ */
+int loopfd_partition_select(const struct loopfd_partition_table *t,
+			    const char *sel, size_t *index,
+			    struct loopfd_error *err);
+
+/*
+ * loopfd_attach of partition t->parts[index] of the image on backing_fd:
+ * offset, sizelimit and sector size come from the table (opts may be NULL;
+ * its offset and sizelimit must be 0, its sector_size 0 or the table's).
+ */
+int loopfd_attach_partition(struct loopfd_session *s, int backing_fd,
+			    const struct loopfd_partition_table *t,
+			    size_t index, const struct loopfd_attach_opts *opts,
+			    struct loopfd_device *dev, struct loopfd_error *err);
+
+/*
+ * t as JSON, in sfdisk --json's layout and field meanings (label, id,
+ * device, unit, sectorsize; per partition start and size in sectors, type,
+ * uuid and name as sfdisk prints them, bootable), plus number, start_bytes,
+ * size_bytes, type_name and extended.  device is printed as given.
+ * 0, or -1 with errno if writing failed.
+ */
+int loopfd_partitions_json(FILE *f, const struct loopfd_partition_table *t,
+			   const char *device);
 
 #ifdef __cplusplus
 }

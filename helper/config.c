@@ -123,41 +123,24 @@ static int lookup_id(const char *file, const char *name, uint32_t *id)
 	return found ? 0 : -1;
 }
 
-static int parse_users(struct parser *ps, char **args, int nargs,
-		       struct policy *p)
+/* allow-users and allow-groups: names (from file) or numeric ids, into
+ * ids[], at most POLICY_MAX_IDS in all. */
+static int parse_ids(struct parser *ps, const char *key, const char *what,
+		     const char *file, char **args, int nargs,
+		     uint32_t *ids, size_t *n)
 {
 	int i;
 
 	if (nargs == 0)
-		return parse_error(ps, "allow-users needs at least one user");
+		return parse_error(ps, "%s needs at least one %s", key, what);
 	for (i = 0; i < nargs; i++) {
-		if (p->nusers == POLICY_MAX_IDS)
-			return parse_error(ps, "more than %d users", POLICY_MAX_IDS);
-		if (lookup_id("/etc/passwd", args[i], &p->users[p->nusers]) < 0)
-			return parse_error(ps, "unknown user '%s' (not in "
-					   "/etc/passwd; use a numeric uid)", args[i]);
-		p->nusers++;
+		if (*n == POLICY_MAX_IDS)
+			return parse_error(ps, "more than %d %ss", POLICY_MAX_IDS, what);
+		if (lookup_id(file, args[i], &ids[*n]) < 0)
+			return parse_error(ps, "unknown %s '%s' (not in %s; use a "
+					   "numeric id)", what, args[i], file);
+		(*n)++;
 	}
-	p->restricted = 1;
-	return 0;
-}
-
-static int parse_groups(struct parser *ps, char **args, int nargs,
-			struct policy *p)
-{
-	int i;
-
-	if (nargs == 0)
-		return parse_error(ps, "allow-groups needs at least one group");
-	for (i = 0; i < nargs; i++) {
-		if (p->ngroups == POLICY_MAX_IDS)
-			return parse_error(ps, "more than %d groups", POLICY_MAX_IDS);
-		if (lookup_id("/etc/group", args[i], &p->groups[p->ngroups]) < 0)
-			return parse_error(ps, "unknown group '%s' (not in "
-					   "/etc/group; use a numeric gid)", args[i]);
-		p->ngroups++;
-	}
-	p->restricted = 1;
 	return 0;
 }
 
@@ -224,9 +207,13 @@ static int parse_directive(struct parser *ps, char **words, int nwords,
 	}
 	switch (kw) {
 	case KW_USERS:
-		return parse_users(ps, args, nargs, p);
+		p->restricted = 1;
+		return parse_ids(ps, words[0], "user", "/etc/passwd", args,
+				 nargs, p->users, &p->nusers);
 	case KW_GROUPS:
-		return parse_groups(ps, args, nargs, p);
+		p->restricted = 1;
+		return parse_ids(ps, words[0], "group", "/etc/group", args,
+				 nargs, p->groups, &p->ngroups);
 	case KW_PER_USER:
 		return parse_limit(ps, words[0], args, nargs,
 				   POLICY_MAX_PER_USER, &p->max_per_user);
@@ -329,6 +316,49 @@ static int check_config_file(int fd, const char *path, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * Whoever can replace the file, or a directory on its path, writes the
+ * policy.  Every directory from the file's up to / must be root's and not
+ * group- or world-writable, unless sticky: in a root-owned sticky directory
+ * (/tmp) only root can rename or remove a root-owned entry.  A symlink on
+ * the way is refused rather than followed (the directories behind it would
+ * need the same checks).  Checked before the file is opened, so that a file
+ * missing from an untrusted directory does not mean "the defaults".
+ */
+static int check_config_dirs(const char *path, char *err, size_t errlen)
+{
+	char dir[PATH_MAX];
+	struct stat st;
+	char *slash;
+
+	if (path[0] != '/' || strlen(path) >= sizeof(dir)) {
+		snprintf(err, errlen, "%s: not an absolute path", path);
+		return -1;
+	}
+	memcpy(dir, path, strlen(path) + 1);
+	while ((slash = strrchr(dir, '/')) != NULL) {
+		slash[slash == dir ? 1 : 0] = '\0';
+		if (lstat(dir, &st) < 0) {
+			snprintf(err, errlen, "%s: cannot check directory %s: %s",
+				 path, dir, strerror(errno));
+			return -1;
+		}
+		if (!S_ISDIR(st.st_mode) || st.st_uid != 0 ||
+		    ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(st.st_mode & S_ISVTX))) {
+			snprintf(err, errlen, "%s: directory %s (%s, uid %u, mode "
+				 "%04o) must be a directory owned by root and not "
+				 "group- or world-writable unless sticky", path, dir,
+				 S_ISLNK(st.st_mode) ? "a symlink" :
+				 S_ISDIR(st.st_mode) ? "directory" : "not a directory",
+				 (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
+			return -1;
+		}
+		if (strcmp(dir, "/") == 0)
+			break;
+	}
+	return 0;
+}
+
 static ssize_t read_all(int fd, char *buf, size_t cap)
 {
 	size_t got = 0;
@@ -351,8 +381,10 @@ int config_load(const char *path, struct policy *p, char *err, size_t errlen)
 {
 	static char text[CONFIG_MAX_SIZE + 1];
 	ssize_t len;
-	int fd, rc;
+	int fd;
 
+	if (check_config_dirs(path, err, errlen) < 0)
+		return -1;
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0 && errno == ENOENT) {
 		policy_defaults(p);
@@ -376,8 +408,9 @@ int config_load(const char *path, struct policy *p, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: larger than %d bytes", path, CONFIG_MAX_SIZE);
 		return -1;
 	}
-	rc = config_parse(text, (size_t)len, path, p, err, errlen);
-	return rc;
+	if (config_parse(text, (size_t)len, path, p, err, errlen) < 0)
+		return CONFIG_ERR_CONTENTS;
+	return 0;
 }
 
 static int gid_listed(const struct policy *p, gid_t g)

@@ -43,8 +43,13 @@ void policy_defaults(struct policy *p);
 int config_parse(const char *text, size_t len, const char *path,
 		 struct policy *p, char *err, size_t errlen);
 
-/* Open, check (root-owned, not group/world-writable, regular) and parse
- * path.  A missing file gives the defaults.  -1 with a message in err. */
+/* Check the directories above path (root's, not group- or world-writable
+ * unless sticky), then open, check (root-owned, not group/world-writable,
+ * regular) and parse path.  A missing file in trusted directories gives the
+ * defaults.  -1 with a message in err; CONFIG_ERR_CONTENTS (-2) when the
+ * message quotes the file's contents (a parse error), which must then go to
+ * the log only: the caller may not be able to read the file. */
+#define CONFIG_ERR_CONTENTS	(-2)
 int config_load(const char *path, struct policy *p, char *err, size_t errlen);
 
 /* ---- the caller ----------------------------------------------------------- */
@@ -79,6 +84,7 @@ struct device {
 	int in_use;
 	int watching;			/* released busy/changed: slots held until gone */
 	int fd;				/* the helper's own fd, opened before attach */
+	int backing_fd;			/* the helper's dup of the client's backing fd */
 	struct lfd_device ident;	/* what the client was told */
 	dev_t rdev;
 	int granted;			/* node chowned to the caller */
@@ -96,6 +102,7 @@ struct session {
 	struct policy policy;
 	int ctl_fd;			/* /dev/loop-control */
 	int quota_fd;
+	int guard_fd;			/* notes to the guard (guard.c) */
 	const char *refusal;		/* set: answer every request with this */
 	enum lfd_reason refusal_reason;
 	int hello_done;
@@ -123,6 +130,12 @@ int loop_release(struct device *d, uint32_t timeout_ms, uint32_t *waited_ms,
 		 struct lfd_msg *err);
 int loop_detached(const struct device *d);
 
+/* guard.c: a process per session that outlives it (see guard.c) */
+int guard_start(struct session *s);
+int guard_note_attached(const struct session *s, const struct device *d,
+			int grant);
+void guard_note_gone(const struct session *s, const struct device *d);
+
 /* clock.c */
 uint64_t now_ms(void);
 void sleep_ms(unsigned ms);
@@ -130,5 +143,9 @@ void sleep_us(unsigned long us);
 
 /* log.c: one line to stderr, prefixed "loopfd-helper[pid]: " */
 void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* kernel.c: Linux 5.15 or later, or exit(1) with a message naming both. */
+int kernel_release_at_least(const char *release, unsigned major, unsigned minor);
+void require_minimum_kernel(void);
 
 #endif

@@ -1,7 +1,7 @@
 /*
  * Attaching and releasing loop devices: the kernel work, and the reason the
- * project exists.  ../shared/KERNEL-NOTES.md has the measured facts each
- * step relies on; the comments name them.
+ * project exists.  KERNEL-FACTS.md has the measured facts each step relies
+ * on; the comments name them.
  */
 #include "helper.h"
 
@@ -25,6 +25,7 @@
 #define ATTACH_TRIES		128	/* GET_FREE reserves nothing: collide, retry */
 #define ATTACH_BACKOFF_US	50	/* first retry waits up to this, doubling */
 #define RELEASE_POLL_MS		20
+#define PINNED_SCAN		64	/* indices tried past a pinned free node */
 
 #ifndef BLKGETDISKSEQ
 #define BLKGETDISKSEQ		_IOR(0x12, 128, __u64)
@@ -276,17 +277,53 @@ static enum node_state try_free_node(uint32_t n, int ro, int *fd,
 
 /* Open free device n as an unbound, root-only loop node, recreating a
  * user-owned one once.  0: *fd ready; 1: taken or unusable, try another;
+ * 2: pinned (user-owned and held open: LOOP_CTL_REMOVE fails with EBUSY);
  * -1: error in err. */
 static int open_free_node(const struct session *s, uint32_t n, int ro, int *fd,
 			  struct stat *st, struct lfd_msg *err)
 {
 	enum node_state state = try_free_node(n, ro, fd, st, err);
 
-	if (state == NODE_USER_OWNED && recreate_node(s, n) == 0)
+	if (state == NODE_USER_OWNED) {
+		if (recreate_node(s, n) < 0)
+			return errno == EBUSY ? 2 : 1;
 		state = try_free_node(n, ro, fd, st, err);
+	}
 	if (state == NODE_ERROR)
 		return -1;
 	return state == NODE_READY ? 0 : 1;
+}
+
+/*
+ * LOOP_CTL_GET_FREE returns the lowest free index, so a free node that a
+ * user owns and holds open (a grant whose session died without its guard,
+ * or root's chown) would be returned to every attacher on the machine.
+ * Skip it: make or take a device above it, and name the pinned one in the
+ * log for the administrator.  *n is the index used.
+ */
+static int open_past_pinned(const struct session *s, uint32_t *n, int ro,
+			    int *fd, struct stat *st, struct lfd_msg *err)
+{
+	uint32_t pinned = *n, i;
+	int rc;
+
+	for (i = pinned + 1; i <= pinned + PINNED_SCAN; i++) {
+		if (ioctl(s->ctl_fd, LOOP_CTL_ADD, (unsigned long)i) < 0 &&
+		    errno != EEXIST)
+			continue;
+		rc = open_free_node(s, i, ro, fd, st, err);
+		if (rc < 0)
+			return -1;
+		if (rc == 0) {
+			logmsg("/dev/loop%u is free but owned by a user who holds "
+			       "it open; skipped (using /dev/loop%u): remove it "
+			       "once it is closed (losetup -d; LOOP_CTL_REMOVE)",
+			       pinned, i);
+			*n = i;
+			return 0;
+		}
+	}
+	return 1;
 }
 
 static uint32_t kernel_flags(uint32_t flags)
@@ -302,26 +339,9 @@ static uint32_t kernel_flags(uint32_t flags)
 	return k;
 }
 
-/* Kernels before 5.8 answer an ioctl they do not know with EINVAL, as they
- * do bad arguments; a LOOP_CONFIGURE that exists fails a NULL argument with
- * EFAULT instead. */
-static int loop_configure_missing(int devfd)
-{
-	int e = errno;
-
-	if (e != EINVAL && e != ENOTTY)
-		return 0;
-	if (ioctl(devfd, LOOP_CONFIGURE, NULL) < 0 && errno == EFAULT) {
-		errno = e;
-		return 0;
-	}
-	errno = e;
-	return 1;
-}
-
-/* LOOP_CONFIGURE (5.8+) binds atomically; before it, SET_FD + SET_STATUS64
- * (not atomic, and SET_STATUS64 ignores READ_ONLY and DIRECT_IO).  The
- * fallback cannot be exercised on the kernels this project tests on. */
+/* LOOP_CONFIGURE (5.8+; the helper refuses kernels before 5.15 at start)
+ * binds and sets the status in one call, so nobody sees the device bound
+ * with the wrong offset, size limit or flags. */
 static int bind_device(int devfd, int backing_fd, const struct lfd_attach_req *req,
 		       uint32_t flags)
 {
@@ -334,31 +354,16 @@ static int bind_device(int devfd, int backing_fd, const struct lfd_attach_req *r
 	cfg.info.lo_sizelimit = req->sizelimit;
 	cfg.info.lo_flags = kernel_flags(flags);
 	snprintf((char *)cfg.info.lo_file_name, LO_NAME_SIZE, "loopfd");
-	if (ioctl(devfd, LOOP_CONFIGURE, &cfg) == 0)
-		return 0;
-	if (!loop_configure_missing(devfd))
-		return -1;
-	if (ioctl(devfd, LOOP_SET_FD, (unsigned long)backing_fd) < 0)
-		return -1;
-	if (ioctl(devfd, LOOP_SET_STATUS64, &cfg.info) < 0) {
-		int e = errno;
-
-		ioctl(devfd, LOOP_CLR_FD, 0);
-		errno = e;
-		return -1;
-	}
-	return 0;
+	return ioctl(devfd, LOOP_CONFIGURE, &cfg);
 }
 
-/* The disk sequence number (5.15+) of the device behind fd; 0 where the
- * kernel has none, and the identity checks then rest on the backing file's
- * dev/inode alone. */
+/* The disk sequence number (5.15+, which the helper requires) of the device
+ * behind fd: unique per attachment since boot, so a device cleared and bound
+ * again by someone else never passes for ours. */
 static int read_diskseq(int fd, uint64_t *seq)
 {
 	*seq = 0;
-	if (ioctl(fd, BLKGETDISKSEQ, seq) == 0 || errno == ENOTTY)
-		return 0;
-	return -1;
+	return ioctl(fd, BLKGETDISKSEQ, seq);
 }
 
 /* Read back what the kernel made of the attachment, through the held fd. */
@@ -427,13 +432,17 @@ static int bind_free_device(struct session *s, int backing_fd,
 			    struct device *d, struct lfd_msg *err)
 {
 	struct stat st;
-	int tries, n, fd, rc, ro = (flags & LFD_ATTACH_READ_ONLY) != 0;
+	uint32_t idx;
+	int tries, n, fd, rc, e, ro = (flags & LFD_ATTACH_READ_ONLY) != 0;
 
 	for (tries = 0; tries < ATTACH_TRIES; tries++) {
 		n = ioctl(s->ctl_fd, LOOP_CTL_GET_FREE);
 		if (n < 0)
 			return refuse(err, LFD_R_NO_DEVICE, errno, "no free loop device (LOOP_CTL_GET_FREE)");
-		rc = open_free_node(s, (uint32_t)n, ro, &fd, &st, err);
+		idx = (uint32_t)n;
+		rc = open_free_node(s, idx, ro, &fd, &st, err);
+		if (rc == 2)
+			rc = open_past_pinned(s, &idx, ro, &fd, &st, err);
 		if (rc < 0)
 			return -1;
 		if (rc > 0) {
@@ -446,18 +455,19 @@ static int bind_free_device(struct session *s, int backing_fd,
 			d->node_uid = st.st_uid;
 			d->node_gid = st.st_gid;
 			d->node_mode = st.st_mode & 07777;
-			d->ident.index = (uint32_t)n;
+			d->ident.index = idx;
 			d->ident.major = major(st.st_rdev);
 			d->ident.minor = minor(st.st_rdev);
 			d->ident.sector_size = req->sector_size ? req->sector_size : 512;
 			return 0;
 		}
+		e = errno;	/* before close() can change it */
 		close(fd);
-		if (errno != EBUSY && errno != EAGAIN) {
-			lfd_make_error(err, 0, errno, errno == EINVAL ?
+		if (e != EBUSY && e != EAGAIN) {
+			lfd_make_error(err, 0, e, e == EINVAL ?
 				       LFD_R_BAD_OPTION : LFD_R_KERNEL,
-				       "LOOP_CONFIGURE on /dev/loop%d failed: %s",
-				       n, strerror(errno));
+				       "LOOP_CONFIGURE on /dev/loop%u failed: %s",
+				       idx, strerror(e));
 			return -1;
 		}
 		collision_backoff(tries);
@@ -513,6 +523,35 @@ static int restore_node(struct device *d)
 	return 0;
 }
 
+/*
+ * The release makes the image durable with fsync of the backing file itself,
+ * not of the device (flush_device).  LOOP_CONFIGURE takes a reference to the
+ * open file the client sent (fget of its fd: lo_backing_file is that struct
+ * file), so a dup of the fd is the very file the loop worker would fsync for
+ * a device flush: the same errseq cursor, no reopen by path, nothing the
+ * kernel does not already hold while the device is bound (the client's OFD
+ * locks live as long as the loop's reference anyway; flags it sets later with
+ * F_SETFL are the dup's too, and fsync ignores them).  The helper never reads,
+ * writes or locks through it, and closes it when the release ends.  Being the
+ * client's open file, its errseq cursor is the client's: a client that fsyncs
+ * its own backing fd before the release is told of an error there, and the
+ * release no longer sees it (as with fsync of the device before).
+ */
+static int keep_backing_fd(struct device *d, int backing_fd, struct lfd_msg *err)
+{
+	d->backing_fd = fcntl(backing_fd, F_DUPFD_CLOEXEC, 3);
+	if (d->backing_fd < 0)
+		return refuse(err, LFD_R_KERNEL, errno, "cannot keep the backing fd for the release's flush");
+	return 0;
+}
+
+static void drop_backing_fd(struct device *d)
+{
+	if (d->backing_fd >= 0)
+		close(d->backing_fd);
+	d->backing_fd = -1;
+}
+
 int loop_attach(struct session *s, int backing_fd,
 		const struct lfd_attach_req *req, struct device *d,
 		int *client_fd, struct lfd_msg *err)
@@ -521,12 +560,25 @@ int loop_attach(struct session *s, int backing_fd,
 	uint32_t flags = req->flags;
 	int ro = 0;
 
+	d->backing_fd = -1;
 	if (check_backing(s, backing_fd, req, &ro, &backing, err) < 0)
 		return -1;
 	if (ro)
 		flags |= LFD_ATTACH_READ_ONLY;
-	if (bind_free_device(s, backing_fd, req, flags, d, err) < 0)
+	/* The owner of a node can open it read-write, whatever the device's
+	 * read-only flag: a granted read-only device would hand the caller a
+	 * writable opener by path, with LOOP_SET_STATUS64 (partition scan,
+	 * direct I/O) past the policy. */
+	if ((flags & LFD_ATTACH_GRANT) && (flags & LFD_ATTACH_READ_ONLY))
+		return refuse(err, LFD_R_BAD_OPTION, EINVAL, "--grant is refused "
+			      "on a read-only attachment (the granted node could "
+			      "be opened read-write): write through the fd instead");
+	if (keep_backing_fd(d, backing_fd, err) < 0)
 		return -1;
+	if (bind_free_device(s, backing_fd, req, flags, d, err) < 0) {
+		drop_backing_fd(d);
+		return -1;
+	}
 	if (read_identity(d, &backing, err) < 0)
 		goto undo;
 	/* The client's fd before the grant: once the node is the caller's,
@@ -534,8 +586,18 @@ int loop_attach(struct session *s, int backing_fd,
 	*client_fd = open_client_fd(d, err);
 	if (*client_fd < 0)
 		goto undo;
+	/* The guard hears of the device before the node is the caller's:
+	 * whatever ends this process from here, the node is given back and
+	 * the slots stay held until the device is gone. */
+	if (guard_note_attached(s, d, (flags & LFD_ATTACH_GRANT) != 0) < 0) {
+		lfd_make_error(err, 0, errno, LFD_R_KERNEL, "the session's guard "
+			       "is gone (%s): not attaching", strerror(errno));
+		close(*client_fd);
+		goto undo;
+	}
 	if ((flags & LFD_ATTACH_GRANT) && grant_node(s, d, err) < 0) {
 		close(*client_fd);
+		guard_note_gone(s, d);
 		goto undo;
 	}
 	if (d->granted)
@@ -547,6 +609,7 @@ undo:
 	ioctl(d->fd, LOOP_CLR_FD, 0);
 	close(d->fd);
 	d->fd = -1;
+	drop_backing_fd(d);
 	return -1;
 }
 
@@ -671,19 +734,67 @@ static int hand_over_to_autoclear(struct device *d, struct lfd_msg *err)
 	return 0;
 }
 
-/*
- * The first round follows the release's own fsync: only pages others
- * dirtied since need writing, and sync_file_range writes them back and
- * reports their errors without another device flush (a flush through the
- * loop worker to the backing file costs as much as the rest of a release).
- * Later rounds, after waiting for other openers, fsync.
- */
-static int flush_round(int fd, int round)
+/* Write back the device's page cache through fd and wait for it.  The wait
+ * ends in file_check_and_advance_wb_err: a loop request that failed (the
+ * backing file's ENOSPC, which the loop driver turns into EIO) is reported
+ * here, once per open file description of the device.  No REQ_OP_FLUSH. */
+static int write_back_device(int fd)
 {
-	if (round > 0)
-		return fsync(fd);
 	return sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE |
 			       SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+}
+
+/*
+ * Make the image durable: fsync of the backing file, the open file the loop
+ * worker writes through.  Buffered loop writes land in the backing file's
+ * page cache; a failure of *its* write-back to the disk is recorded in the
+ * backing file's mapping (errseq), not the device's: write_back_device does
+ * not see it, this fsync does (KERNEL-FACTS.md, "Which call sees which
+ * writeback error").  fsync of the device would do the same through the loop
+ * worker (lo_req_flush: vfs_fsync of lo_backing_file), plus a round trip
+ * through that worker: 80 against 53 us for a clean device here, this
+ * function's part of which is the fsync.  A read-only device wrote nothing.
+ */
+static int make_backing_durable(const struct device *d)
+{
+	if (d->ident.flags & LFD_ATTACH_READ_ONLY)
+		return 0;
+	return fsync(d->backing_fd);
+}
+
+/* The full flush: both steps, the first error kept. */
+static int flush_device(const struct device *d, int fd, int *lost_errno)
+{
+	int rc = 0;
+
+	if (write_back_device(fd) < 0) {
+		rc = -1;
+		if (*lost_errno == 0)
+			*lost_errno = errno;
+	}
+	if (make_backing_durable(d) < 0) {
+		rc = -1;
+		if (*lost_errno == 0)
+			*lost_errno = errno;
+	}
+	return rc;
+}
+
+/*
+ * The first round follows the release's own flush: only pages others
+ * dirtied since need writing, and write_back_device writes them back and
+ * reports their errors without making the backing file durable again (the
+ * kernel's exception: what another opener writes during the release).
+ * Later rounds, after waiting for other openers, do the full flush.
+ */
+static void flush_round(const struct device *d, int round, int *lost_errno)
+{
+	if (round > 0) {
+		flush_device(d, d->fd, lost_errno);
+		return;
+	}
+	if (write_back_device(d->fd) < 0 && *lost_errno == 0)
+		*lost_errno = errno;
 }
 
 /* Flush-close-probe rounds until the attachment is gone or timeout_ms of
@@ -698,8 +809,7 @@ static int wait_detached(struct device *d, uint32_t timeout_ms,
 
 	for (round = 0;; round++) {
 		if (d->fd >= 0) {
-			if (flush_round(d->fd, round) < 0 && *lost_errno == 0)
-				*lost_errno = errno;
+			flush_round(d, round, lost_errno);
 			close(d->fd);
 			d->fd = -1;
 		}
@@ -719,27 +829,22 @@ static int wait_detached(struct device *d, uint32_t timeout_ms,
 	}
 }
 
-int loop_release(struct device *d, uint32_t timeout_ms, uint32_t *waited_ms,
-		 struct lfd_msg *err)
+/* Flush, hand the device over to autoclear, and wait for it to go. */
+static int flush_and_clear(struct device *d, uint32_t timeout_ms,
+			   uint32_t *waited_ms, struct lfd_msg *err)
 {
 	int lost_errno = 0, cleared = 0, gone;
 
-	*waited_ms = 0;
-	if (verify_same(d, err) < 0) {
-		restore_node(d);	/* never leave a user owning another binding */
-		close(d->fd);
-		d->fd = -1;
-		return RELEASE_STILL_ATTACHED;
-	}
-	/* Back to root first: from here no new open by the caller succeeds. */
-	restore_node(d);
-	/* fsync on the fd opened before the client wrote: its error is the
-	 * only reliable news of lost writeback (each open file description
-	 * sees an error once).  BLKFLSBUF then drops the clean cache. */
-	if (fsync(d->fd) < 0)
+	/* Through the fd opened before the client wrote: a device write-back
+	 * error is the only reliable news of lost data, and each open file
+	 * description sees it once.  BLKFLSBUF then drops the clean cache (its
+	 * own result proves nothing). */
+	if (write_back_device(d->fd) < 0)
 		lost_errno = errno;
 	if (ioctl(d->fd, BLKFLSBUF, 0) < 0)
 		logmsg("/dev/loop%u: BLKFLSBUF: %s", d->ident.index, strerror(errno));
+	if (make_backing_durable(d) < 0 && lost_errno == 0)
+		lost_errno = errno;
 	if (hand_over_to_autoclear(d, err) < 0) {
 		close(d->fd);
 		d->fd = -1;
@@ -762,6 +867,27 @@ int loop_release(struct device *d, uint32_t timeout_ms, uint32_t *waited_ms,
 	if (!gone)
 		return RELEASE_STILL_ATTACHED;
 	return lost_errno || cleared ? RELEASE_FAILED : RELEASE_DONE;
+}
+
+int loop_release(struct device *d, uint32_t timeout_ms, uint32_t *waited_ms,
+		 struct lfd_msg *err)
+{
+	int rc;
+
+	*waited_ms = 0;
+	if (verify_same(d, err) < 0) {
+		restore_node(d);	/* never leave a user owning another binding */
+		close(d->fd);
+		d->fd = -1;
+		drop_backing_fd(d);
+		return RELEASE_STILL_ATTACHED;
+	}
+	/* Back to root first: from here no new open by the caller succeeds. */
+	restore_node(d);
+	rc = flush_and_clear(d, timeout_ms, waited_ms, err);
+	/* The loop holds its own reference to the file while still bound. */
+	drop_backing_fd(d);
+	return rc;
 }
 
 /* A client can clear AUTOCLEAR (LOOP_SET_STATUS64 on its writable fd) after

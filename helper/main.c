@@ -4,10 +4,12 @@
  *
  * Read this file top to bottom: it is the order in which privilege is
  * narrowed.  Nothing from the caller (argv, environment, fds, limits,
- * signals) is trusted before the hygiene steps; nothing from the client's
- * socket is read before the capability set is {CAP_SYS_ADMIN} (plus
- * CAP_CHOWN when --grant is allowed), Landlock confines files to /dev, and
- * the seccomp allowlist is loaded.
+ * signals, cgroup, oom_score_adj, scheduling) is trusted before the hygiene
+ * and reach steps; nothing from the client's socket is read before the
+ * policy is loaded, the caller authorized, the capability set is
+ * {CAP_SYS_ADMIN} (plus CAP_CHOWN when --grant is allowed), Landlock
+ * confines files to /dev, the session's guard runs, and the seccomp
+ * allowlist is loaded.
  *
  * Ways in, one serving path (serve.c):
  *   loopfd-helper --fd N          setuid root, spawned by libloopfd with one
@@ -22,6 +24,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +52,7 @@ static const char usage_text[] =
 "usage: loopfd-helper --fd N          (spawned by libloopfd; setuid root)\n"
 "       loopfd-helper --listen PATH   (root daemon on a Unix socket)\n"
 "       loopfd-helper --systemd       (systemd socket activation)\n"
+"       loopfd-helper --check-config  (as root: check the policy file)\n"
 "       loopfd-helper --help | --version\n"
 "\n"
 "The privileged half of loopfd: attaches loop devices to backing-file fds\n"
@@ -73,6 +78,22 @@ static int parse_fd(const char *s)
 	return (int)v;
 }
 
+/* --check-config: what every session would make of the policy file, with
+ * the full text of any problem (root only: it may quote the file). */
+static int check_config(void)
+{
+	struct policy p;
+	char err[512];
+
+	if (config_load(LOOPFD_CONFIG_PATH, &p, err, sizeof(err)) != 0) {
+		fprintf(stderr, "loopfd-helper: %s\n", err);
+		return 1;
+	}
+	printf("%s: valid%s\n", LOOPFD_CONFIG_PATH,
+	       access(LOOPFD_CONFIG_PATH, F_OK) == 0 ? "" : " (missing: the defaults)");
+	return 0;
+}
+
 /*
  * argv from a setuid caller is hostile: argc may be 0 (CVE-2021-4034's
  * shape: argv[0] NULL and argv[1] the environment).  Only exact argument
@@ -93,6 +114,8 @@ static void parse_args(int argc, char **argv, int invoker_is_root,
 		puts("loopfd-helper " LOOPFD_VERSION);
 		exit(0);
 	}
+	if (invoker_is_root && argc == 2 && strcmp(argv[1], "--check-config") == 0)
+		exit(check_config());
 	if (argc == 3 && strcmp(argv[1], "--fd") == 0 &&
 	    (o->fd = parse_fd(argv[2])) >= 0) {
 		o->mode = RUN_SESSION;
@@ -178,7 +201,9 @@ static int is_listening(int fd)
 	return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) == 0 && on;
 }
 
-/* Whatever fails now is reported to the client in place of service. */
+/* Whatever fails now is reported to the client in place of service.  The
+ * log gets the full text; the client gets why, which must not quote a file
+ * it may not be able to read. */
 static void refuse_service(struct session *s, enum lfd_reason r, const char *why)
 {
 	static char text[LFD_MSG_TEXT];
@@ -189,27 +214,75 @@ static void refuse_service(struct session *s, enum lfd_reason r, const char *why
 	logmsg("refusing uid %u: %s", (unsigned)s->caller.uid, why);
 }
 
-/*
- * Everything a session needs from the filesystem, opened while it may
- * still be opened: the policy, the slot file, /dev/loop-control.
- */
+/* Could the caller read the policy file itself?  Then quoting it tells
+ * nothing new. */
+static int caller_can_read(const char *path, const struct caller *c)
+{
+	struct stat st;
+	int i;
+
+	if (stat(path, &st) < 0)
+		return 0;
+	if (st.st_mode & S_IROTH)
+		return 1;
+	if (!(st.st_mode & S_IRGRP))
+		return 0;
+	if (st.st_gid == c->gid)
+		return 1;
+	for (i = 0; i < c->ngroups; i++)
+		if (st.st_gid == c->groups[i])
+			return 1;
+	return 0;
+}
+
+/* Step: the policy, read anew for every session.  Unusable means no
+ * service (and no grant), never the defaults. */
+static void load_policy(struct session *s)
+{
+	char err[512], pub[LFD_MSG_TEXT];
+	int rc = config_load(LOOPFD_CONFIG_PATH, &s->policy, err, sizeof(err));
+
+	if (rc == 0)
+		return;
+	policy_defaults(&s->policy);
+	s->policy.allow_grant = 0;
+	if (rc != CONFIG_ERR_CONTENTS ||
+	    caller_can_read(LOOPFD_CONFIG_PATH, &s->caller)) {
+		refuse_service(s, LFD_R_CONFIG, err);
+		return;
+	}
+	/* A parse error quotes the file, which the caller cannot read: the
+	 * words go to the log only, and in setuid mode the log is the
+	 * caller's stderr. */
+	if (s->mode != LFD_MODE_SETUID)
+		logmsg("%s", err);
+	snprintf(pub, sizeof(pub), "%s is not a valid policy file (it is "
+		 "not readable by uid %u: 'loopfd-helper --check-config' as "
+		 "root names the line and the problem)", LOOPFD_CONFIG_PATH,
+		 (unsigned)s->caller.uid);
+	refuse_service(s, LFD_R_CONFIG, pub);
+}
+
+/* Step: is this caller (kernel-vouched ids) allowed by the policy? */
+static void authorize_caller(struct session *s)
+{
+	char why[LFD_MSG_TEXT];
+
+	if (s->refusal || policy_allows(&s->policy, &s->caller))
+		return;
+	snprintf(why, sizeof(why), "uid %u is not allowed to use loopfd by %s",
+		 (unsigned)s->caller.uid, LOOPFD_CONFIG_PATH);
+	refuse_service(s, LFD_R_NOT_AUTHORIZED, why);
+}
+
+/* The slot file and /dev/loop-control, while files can be opened; only
+ * for a caller who will be served. */
 static void open_session_files(struct session *s)
 {
 	char err[512];
 
-	s->ctl_fd = s->quota_fd = -1;
-	if (config_load(LOOPFD_CONFIG_PATH, &s->policy, err, sizeof(err)) < 0) {
-		policy_defaults(&s->policy);
-		s->policy.allow_grant = 0;
-		refuse_service(s, LFD_R_CONFIG, err);
+	if (s->refusal)
 		return;
-	}
-	if (!policy_allows(&s->policy, &s->caller)) {
-		snprintf(err, sizeof(err), "uid %u is not allowed to use loopfd "
-			 "by %s", (unsigned)s->caller.uid, LOOPFD_CONFIG_PATH);
-		refuse_service(s, LFD_R_NOT_AUTHORIZED, err);
-		return;
-	}
 	s->quota_fd = quota_open(LOOPFD_RUNDIR, err, sizeof(err));
 	if (s->quota_fd < 0) {
 		refuse_service(s, LFD_R_CONFIG, err);
@@ -253,30 +326,43 @@ static void run_session(struct session *s)
 	disable_sockopt(s->sock, SO_PASSPIDFD);
 	disable_sockopt(s->sock, SO_TIMESTAMP);
 
-	/* 2. Policy, slot file and loop-control, while files can be opened. */
+	/* 2. The policy, then the caller against it: two steps.  A refusal
+	 *    is answered to every request; nothing else happens. */
+	s->ctl_fd = s->quota_fd = s->guard_fd = -1;
+	load_policy(s);
+	authorize_caller(s);
+
+	/* 3. Slot file and loop-control, while files can be opened. */
 	open_session_files(s);
 
-	/* 3. Capabilities: {CAP_SYS_ADMIN} (BLKFLSBUF), plus CAP_CHOWN only if
+	/* 4. Capabilities: {CAP_SYS_ADMIN} (BLKFLSBUF), plus CAP_CHOWN only if
 	 *    the policy allows --grant; bounding set empty, securebits locked,
 	 *    no_new_privs. */
 	if (sb_narrow_caps(s->policy.allow_grant) < 0)
 		die("narrowing capabilities", errno);
 
-	/* 4. Landlock: files only beneath /dev from here on. */
+	/* 5. Landlock: files only beneath /dev from here on.  Fail closed: a
+	 *    uid-0 helper that could still open any root-owned file is not
+	 *    run (Landlock is in every kernel we support, but can be left
+	 *    out of the boot's lsm= list). */
 	rc = sb_landlock_dev_only();
-	if (rc < 0)
-		die("Landlock", errno);
-	if (rc > 0)
-		logmsg("Landlock not available in this kernel; seccomp only");
+	if (rc != 0)
+		die("Landlock (confining the helper to /dev)",
+		    rc < 0 ? errno : EOPNOTSUPP);
 
-	/* 5. seccomp stage 1: the serving loop's syscalls and ioctls only. */
+	/* 6. The guard: a process that outlives this one, so that no death
+	 *    of ours leaves a node granted or lets slots go early. */
+	if (!s->refusal && guard_start(s) < 0)
+		die("starting the session's guard", errno);
+
+	/* 7. seccomp stage 1: the serving loop's syscalls and ioctls only. */
 	if (sb_seccomp_serve() < 0)
 		die("seccomp (serve)", errno);
 
-	/* 6. Serve until the client hangs up, crashes or is killed. */
+	/* 8. Serve until the client hangs up, crashes or is killed. */
 	serve(s);
 
-	/* 7. seccomp stage 2: only flush, clear, close, log and exit remain. */
+	/* 9. seccomp stage 2: only flush, clear, close, log and exit remain. */
 	if (sb_seccomp_teardown() < 0)
 		die("seccomp (teardown)", errno);
 	session_end(s);
@@ -292,17 +378,29 @@ static int make_listen_socket(const char *path)
 	if (strlen(path) >= sizeof(addr.sun_path))
 		die("--listen: path too long", ENAMETOOLONG);
 	memcpy(addr.sun_path, path, strlen(path) + 1);
-	/* Replace a stale socket from an earlier run, nothing else. */
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		die("socket", errno);
+	/* Replace a stale socket from an earlier run, nothing else: not a
+	 * file, and not the socket of a daemon that is still serving (a
+	 * connect that succeeds; the daemon closes the probe connection). */
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode)) {
 			logmsg("--listen %s: exists and is not a socket", path);
 			exit(1);
 		}
+		if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0 ||
+		    errno == EAGAIN) {
+			logmsg("--listen %s: a live daemon is serving this "
+			       "socket; not replacing it", path);
+			exit(1);
+		}
+		close(fd);
 		unlink(path);
+		fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			die("socket", errno);
 	}
-	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		die("socket", errno);
 	/* Connectable by all: the policy, not the socket mode, decides who is
 	 * served (SO_PEERCRED identifies every peer).  The mode comes from the
 	 * umask at bind time, not a chmod by path afterwards, which would
@@ -370,38 +468,91 @@ static void serve_connection(int lfd, int conn, int mode, const struct caller *p
 	run_session(&s);
 }
 
+/* SIGTERM and SIGINT end the daemon at once; they are blocked except while
+ * it waits for a connection, so a fork is never interrupted halfway. */
+static void block_stop_signals(sigset_t *stop, sigset_t *waitmask)
+{
+	sigemptyset(stop);
+	sigaddset(stop, SIGTERM);
+	sigaddset(stop, SIGINT);
+	sigprocmask(SIG_BLOCK, stop, waitmask);
+	sigdelset(waitmask, SIGTERM);
+	sigdelset(waitmask, SIGINT);
+}
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_stop_signal(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
+/* Wait for a connection or a stop signal.  0: accept; -1: stop. */
+static int wait_for_connection(int lfd, const sigset_t *waitmask)
+{
+	struct pollfd p = { .fd = lfd, .events = POLLIN };
+
+	while (!stop_requested) {
+		if (ppoll(&p, 1, NULL, waitmask) > 0)
+			return 0;
+	}
+	return -1;
+}
+
 /* Daemon: accept, fork one session process per connection.  The parent
- * keeps only what its children need ({CAP_SYS_ADMIN, CAP_CHOWN}); each
- * child narrows further from its own policy read. */
-static void run_listener(int lfd, int mode) __attribute__((noreturn));
-static void run_listener(int lfd, int mode)
+ * keeps only what its children need ({CAP_SYS_ADMIN, CAP_CHOWN}) and runs
+ * under a seccomp filter of its own (no exec, no new sockets, no mounts);
+ * each child narrows further from its own policy read. */
+static void run_listener(int lfd, int mode, const char *path)
+	__attribute__((noreturn));
+static void run_listener(int lfd, int mode, const char *path)
 {
 	static struct connections conns;
+	struct sigaction sa = { .sa_handler = on_stop_signal };
+	sigset_t stop, waitmask;
 	struct caller peer;
 	int conn;
 	pid_t pid;
 
 	if (sb_narrow_caps(1) < 0)
 		die("narrowing capabilities", errno);
-	logmsg("serving %s", mode == LFD_MODE_SYSTEMD ? "socket-activated connections"
-	       : "connections");
-	for (;;) {
+	block_stop_signals(&stop, &waitmask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	if (sb_seccomp_listener() < 0)
+		die("seccomp (listener)", errno);
+	logmsg("serving %s%s", path ? path : "socket-activated connections",
+	       path ? " (SOCK_SEQPACKET)" : "");
+	while (wait_for_connection(lfd, &waitmask) == 0) {
 		conn = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 		reap_connections(&conns);
 		if (conn < 0) {
-			if (errno != EINTR && errno != ECONNABORTED)
+			if (errno != EINTR && errno != ECONNABORTED &&
+			    errno != EAGAIN)
 				logmsg("accept: %s", strerror(errno));
 			continue;
 		}
-		if (record_peer(conn, &peer) < 0 || !admit(&conns, peer.uid)) {
-			logmsg("closing a connection from uid %u: too many sessions",
-			       (unsigned)peer.uid);
+		if (record_peer(conn, &peer) < 0) {
+			logmsg("closing a connection: SO_PEERCRED: %s",
+			       strerror(errno));
+			close(conn);
+			continue;
+		}
+		if (!admit(&conns, peer.uid)) {
+			logmsg("closing a connection from uid %u: too many "
+			       "sessions", (unsigned)peer.uid);
 			close(conn);
 			continue;
 		}
 		pid = fork();
-		if (pid == 0)
+		if (pid == 0) {
+			/* a session ignores SIGINT, as in every mode */
+			signal(SIGTERM, SIG_DFL);
+			signal(SIGINT, SIG_IGN);
+			sigprocmask(SIG_UNBLOCK, &stop, NULL);
 			serve_connection(lfd, conn, mode, &peer);
+		}
 		if (pid < 0) {
 			logmsg("fork: %s", strerror(errno));
 		} else {
@@ -411,6 +562,53 @@ static void run_listener(int lfd, int mode)
 		}
 		close(conn);
 	}
+	/* Sessions go on to their end on their own; a socket we made is
+	 * removed so the next daemon does not take it for a live one. */
+	if (path && unlink(path) < 0)
+		logmsg("--listen %s: cannot remove: %s", path, strerror(errno));
+	logmsg("stopped (signal); %d session%s still running on their own",
+	       conns.n, conns.n == 1 ? "" : "s");
+	_exit(0);
+}
+
+/* A lever the caller holds over us that we cannot take away: refuse to
+ * serve, and say which and what to do instead. */
+static void refuse_reach(const char *lever, const char *why)
+	__attribute__((noreturn));
+static void refuse_reach(const char *lever, const char *why)
+{
+	logmsg("refusing to run: %s: %s; the caller could end or stop the "
+	       "helper between a flush and a clear.  Use socket mode instead "
+	       "(loopfd-helper --listen, or the loopfd.socket unit, with "
+	       "LOOPFD_SOCKET)", lever, why);
+	_exit(1);
+}
+
+/*
+ * Setuid session: what else of the caller's reach a setuid exec carries
+ * over.  Each step leaves the lever or refuses (sandbox/reach.c).  The
+ * daemon modes are started by root (systemd): their cgroup, oom score and
+ * scheduling are the administrator's.
+ */
+static void leave_session_reach(void)
+{
+	char what[PATH_MAX + 64];
+
+	/* fails if the caller made us a group leader: the terminal signals
+	 * are ignored for that */
+	setsid();
+	if (sb_leave_user_cgroups(what, sizeof(what)) < 0)
+		refuse_reach(what, errno == ENOENT ? "not mounted where the "
+			     "helper can check who controls it" :
+			     errno == EPERM ? "even its hierarchy's root is "
+			     "writable by others" : strerror(errno));
+	if (sb_reset_oom_score() < 0)
+		refuse_reach("oom_score_adj", errno == EPERM ? "cannot be brought "
+			     "to 0 or below (oom_score_adj_min is above 0)" :
+			     strerror(errno));
+	if (sb_reset_scheduling() < 0)
+		refuse_reach("the scheduling policy, nice value or I/O priority",
+			     strerror(errno));
 }
 
 int main(int argc, char **argv)
@@ -418,6 +616,7 @@ int main(int argc, char **argv)
 	static struct session s;
 	struct caller invoker;
 	struct options o;
+	const char *limit;
 	int keep[1];
 
 	/* 1. fds 0-2 open before anything else can be opened onto them. */
@@ -427,6 +626,7 @@ int main(int argc, char **argv)
 	/* 2. Who invoked us, recorded once and kept in variables: from here
 	 *    on privilege state is never re-derived from geteuid(). */
 	record_invoker(&invoker);
+	require_minimum_kernel();
 
 	/* 3. Arguments: exact forms only; a non-root invoker gets --fd only. */
 	parse_args(argc, argv, invoker.uid == 0, &o);
@@ -439,10 +639,11 @@ int main(int argc, char **argv)
 		die("closing inherited fds", errno);
 	if (sb_reset_signals() < 0)
 		die("resetting signals", errno);
-	if (sb_reset_limits() < 0)
-		die(errno == EPERM ? "RLIMIT_NOFILE: the caller's hard limit is "
-		    "below the 128 fds a session needs, and raising it needs "
-		    "CAP_SYS_RESOURCE" : "resetting resource limits", errno);
+	if (sb_reset_limits(&limit) < 0)
+		refuse_reach(limit, errno == EPERM ? "the caller's hard limit is "
+			     "lower than the helper needs (or finite where a hard "
+			     "limit kills), and raising it needs CAP_SYS_RESOURCE" :
+			     strerror(errno));
 	if (sb_reset_environment() < 0)
 		die("resetting the environment", errno);
 	if (sb_reset_process() < 0)
@@ -452,10 +653,11 @@ int main(int argc, char **argv)
 	 *    no ptrace, no terminal signals), so it cannot freeze or kill us
 	 *    between flush and clear. */
 	if (sb_leave_callers_reach() < 0)
-		die("leaving the caller's reach", errno);
+		refuse_reach("the process ids", errno == EPERM ? "setresuid(0) "
+			     "failed: not running setuid root (a user namespace, "
+			     "a nosuid mount or no_new_privs)" : strerror(errno));
 	if (o.mode == RUN_SESSION)
-		setsid();	/* fails if the caller made us a group leader:
-				 * the terminal signals are ignored for that */
+		leave_session_reach();
 
 	memset(&s, 0, sizeof(s));
 	switch (o.mode) {
@@ -469,12 +671,12 @@ int main(int argc, char **argv)
 		s.caller = invoker;
 		run_session(&s);
 	case RUN_LISTEN:
-		run_listener(make_listen_socket(o.path), LFD_MODE_LISTEN);
+		run_listener(make_listen_socket(o.path), LFD_MODE_LISTEN, o.path);
 	case RUN_SYSTEMD:
 		if (!is_seqpacket(o.fd))
 			die("LISTEN_FDS: fd 3 is not a SOCK_SEQPACKET socket", EINVAL);
 		if (is_listening(o.fd))
-			run_listener(o.fd, LFD_MODE_SYSTEMD);
+			run_listener(o.fd, LFD_MODE_SYSTEMD, NULL);
 		/* Accept=yes: fd 3 is one connection. */
 		s.sock = o.fd;
 		s.mode = LFD_MODE_SYSTEMD;

@@ -13,20 +13,24 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #define RELEASE_WATCH_FIRST_MS	20
 
 struct request {
 	struct lfd_msg msg;
-	int fds[2];
+	int fds[LFD_MAX_BATCH];	/* received; beyond these lfd_recv closes */
 	int nfds;
 };
 
-static void send_msg(struct session *s, const struct lfd_msg *m, int fd)
+static void send_msg_fds(struct session *s, const struct lfd_msg *m,
+			 const int *fds, int nfds)
 {
-	uint8_t buf[LFD_MAX_MSG];
+	uint8_t buf[LFD_MAX_REPLY];
 	size_t len = lfd_encode(m, buf, sizeof(buf));
 
 	if (len == 0) {
@@ -35,7 +39,7 @@ static void send_msg(struct session *s, const struct lfd_msg *m, int fd)
 	}
 	/* A client that does not read its replies fills the socket; the send
 	 * timeout set at session start then ends the session (EAGAIN). */
-	if (lfd_send(s->sock, buf, len, fd) < 0) {
+	if (lfd_send_fds(s->sock, buf, len, fds, nfds) < 0) {
 		s->reply_failed = 1;
 		if (errno != EPIPE)
 			logmsg("uid %u: cannot send reply: %s; ending the session",
@@ -43,11 +47,23 @@ static void send_msg(struct session *s, const struct lfd_msg *m, int fd)
 	}
 }
 
-static void send_error(struct session *s, uint32_t seq, enum lfd_reason r,
-		       const char *text)
+static void send_msg(struct session *s, const struct lfd_msg *m, int fd)
 {
-	struct lfd_msg m;
+	send_msg_fds(s, m, &fd, fd >= 0 ? 1 : 0);
+}
 
+static void send_error(struct session *s, uint32_t seq, enum lfd_reason r,
+		       const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void send_error(struct session *s, uint32_t seq, enum lfd_reason r,
+		       const char *fmt, ...)
+{
+	char text[LFD_MSG_TEXT];
+	struct lfd_msg m;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
 	lfd_make_error(&m, seq, 0, r, "%s", text);
 	send_msg(s, &m, -1);
 }
@@ -79,16 +95,17 @@ static void do_hello(struct session *s, const struct lfd_msg *req)
 	const struct lfd_hello_req *h = &req->u.hello_req;
 	struct lfd_msg rep;
 
-	if (h->min_version > LFD_VERSION || h->max_version < LFD_VERSION ||
-	    h->min_version > h->max_version) {
+	/* (min > max is covered: then one of the two holds) */
+	if (h->min_version > LFD_VERSION || h->max_version < LFD_VERSION) {
 		send_error(s, req->seq, LFD_R_VERSION,
-			   "this helper speaks protocol version 1 only");
+			   "this helper speaks protocol version %u only",
+			   (unsigned)LFD_VERSION);
 		return;
 	}
 	reply_init(&rep, req);
 	rep.u.hello_rep.version = LFD_VERSION;
 	rep.u.hello_rep.mode = (uint16_t)s->mode;
-	rep.u.hello_rep.features = allowed_features(&s->policy);
+	rep.u.hello_rep.features = allowed_features(&s->policy) | LFD_FEAT_BATCH;
 	rep.u.hello_rep.max_devices = session_limit(s);
 	rep.u.hello_rep.max_timeout_ms = LFD_MAX_TIMEOUT_MS;
 	rep.u.hello_rep.uid = s->caller.uid;
@@ -173,51 +190,83 @@ static void put_slots(struct session *s, struct device *d)
 	d->user_slot = d->global_slot = -1;
 }
 
-static void do_attach(struct session *s, const struct request *r)
+/* Daemon modes: one log line per attach and per release outcome (the
+ * journal of who held which device on which image).  In setuid mode the
+ * log is the caller's own stderr, and it has the reply already. */
+static void log_device(const struct session *s, const struct device *d,
+		       const char *outcome)
 {
-	const struct lfd_attach_req *a = &r->msg.u.attach_req;
-	struct lfd_msg rep;
+	if (s->mode == LFD_MODE_SETUID)
+		return;
+	logmsg("uid %u: /dev/loop%u, image dev %u:%u ino %llu: %s",
+	       (unsigned)s->caller.uid, d->ident.index,
+	       (unsigned)major((dev_t)d->ident.backing_dev),
+	       (unsigned)minor((dev_t)d->ident.backing_dev),
+	       (unsigned long long)d->ident.backing_ino, outcome);
+}
+
+/*
+ * One attachment, the same for ATTACH and each ATTACH_BATCH entry: flags,
+ * policy, the session's cap, the quota slots, then loop_attach (which tells
+ * the guard of the device before any grant).  NULL with the refusal in err.
+ */
+static struct device *attach_entry(struct session *s, int backing_fd,
+				   const struct lfd_attach_req *a,
+				   int *client_fd, struct lfd_msg *err)
+{
 	struct device *d;
 	const char *why;
-	int client_fd = -1;
 
 	if (a->flags & ~LFD_ATTACH_REQ_MASK) {
-		send_error(s, r->msg.seq, LFD_R_BAD_OPTION, "unknown attach flags");
-		return;
+		lfd_make_error(err, 0, 0, LFD_R_BAD_OPTION, "unknown attach flags");
+		return NULL;
 	}
 	why = forbidden_option(&s->policy, a->flags);
 	if (why) {
-		send_error(s, r->msg.seq, LFD_R_FORBIDDEN_OPTION, why);
-		return;
+		lfd_make_error(err, 0, 0, LFD_R_FORBIDDEN_OPTION, "%s", why);
+		return NULL;
 	}
 	d = free_device_slot(s);
 	if (d == NULL) {
-		send_error(s, r->msg.seq, LFD_R_QUOTA_SESSION,
-			   "this session holds as many devices as it may");
-		return;
+		lfd_make_error(err, 0, 0, LFD_R_QUOTA_SESSION,
+			       "this session holds as many devices as it may");
+		return NULL;
 	}
 	memset(d, 0, sizeof(*d));
 	d->fd = -1;
-	if (take_slots(s, d, &rep) < 0)
-		goto fail;
-	if (loop_attach(s, r->fds[0], a, d, &client_fd, &rep) < 0) {
+	if (take_slots(s, d, err) < 0)
+		return NULL;
+	if (loop_attach(s, backing_fd, a, d, client_fd, err) < 0) {
 		put_slots(s, d);
-		goto fail;
+		return NULL;
 	}
 	d->in_use = 1;
 	d->ident.id = ++s->next_id;
+	log_device(s, d, d->granted ? "attached, node granted" : "attached");
+	return d;
+}
+
+static void do_attach(struct session *s, const struct request *r)
+{
+	struct lfd_msg rep;
+	struct device *d;
+	int client_fd = -1;
+
+	d = attach_entry(s, r->fds[0], &r->msg.u.attach_req, &client_fd, &rep);
+	if (d == NULL) {
+		rep.seq = r->msg.seq;
+		send_msg(s, &rep, -1);
+		return;
+	}
 	reply_init(&rep, &r->msg);
 	rep.u.attach_rep = d->ident;
 	send_msg(s, &rep, client_fd);
 	close(client_fd);
-	return;
-fail:
-	rep.seq = r->msg.seq;
-	send_msg(s, &rep, -1);
 }
 
 static void forget_device(struct session *s, struct device *d)
 {
+	guard_note_gone(s, d);
 	put_slots(s, d);
 	d->in_use = 0;
 	d->watching = 0;
@@ -279,17 +328,143 @@ static void do_release(struct session *s, const struct lfd_msg *req)
 	}
 	if (rr->timeout_ms > LFD_MAX_TIMEOUT_MS) {
 		send_error(s, req->seq, LFD_R_BAD_OPTION,
-			   "release timeout above 600000 ms");
+			   "release timeout above %u ms", LFD_MAX_TIMEOUT_MS);
 		return;
 	}
 	if (release_one(s, d, rr->timeout_ms, &waited, &rep) != RELEASE_DONE) {
+		log_device(s, d, rep.u.error.text);
 		rep.seq = req->seq;
 		send_msg(s, &rep, -1);
 		return;
 	}
+	log_device(s, d, "released: flushed and detached");
 	reply_init(&rep, req);
 	rep.u.release_rep.id = rr->id;
 	rep.u.release_rep.waited_ms = waited;
+	send_msg(s, &rep, -1);
+}
+
+/*
+ * A batch attach that failed at entry k: the devices of entries 0 .. k-1
+ * were never shown to the client (no reply, no fd), so they are released
+ * here, the same way as RELEASE with no wait, before the error reply.  One
+ * the caller opened by path meanwhile (a granted node) stays, released
+ * busy: counted against the limits until it detaches, as after RELEASE.
+ */
+static void undo_batch(struct session *s, struct device **got,
+		       const int *client_fds, uint32_t k)
+{
+	struct lfd_msg err;
+	uint32_t i, waited;
+
+	for (i = 0; i < k; i++) {
+		close(client_fds[i]);	/* ours: it would keep the device busy */
+		if (release_one(s, got[i], 0, &waited, &err) == RELEASE_DONE)
+			log_device(s, got[i], "batch attach failed: released");
+		else
+			log_device(s, got[i], err.u.error.text);
+	}
+}
+
+/* All or nothing: every entry attached and all the fds in one reply, or
+ * nothing left attached and an error that names the entry ("entry K: "). */
+static void do_attach_batch(struct session *s, const struct request *r)
+{
+	const struct lfd_attach_batch_req *b = &r->msg.u.attach_batch_req;
+	struct device *got[LFD_MAX_BATCH];
+	int client_fds[LFD_MAX_BATCH];
+	char text[LFD_MSG_TEXT];
+	struct lfd_msg rep;
+	uint32_t i;
+
+	for (i = 0; i < b->count; i++) {
+		got[i] = attach_entry(s, r->fds[i], &b->e[i], &client_fds[i], &rep);
+		if (got[i] == NULL) {
+			undo_batch(s, got, client_fds, i);
+			memcpy(text, rep.u.error.text, sizeof(text));
+			lfd_make_error(&rep, r->msg.seq, rep.u.error.err,
+				       (enum lfd_reason)rep.u.error.reason,
+				       "entry %u: %s", (unsigned)i, text);
+			send_msg(s, &rep, -1);
+			return;
+		}
+	}
+	reply_init(&rep, &r->msg);
+	rep.u.attach_batch_rep.count = b->count;
+	for (i = 0; i < b->count; i++)
+		rep.u.attach_batch_rep.dev[i] = got[i]->ident;
+	send_msg_fds(s, &rep, client_fds, (int)b->count);
+	for (i = 0; i < b->count; i++)
+		close(client_fds[i]);
+}
+
+/* The index of an earlier entry with the same id as entry i, or -1. */
+static long earlier_duplicate(const struct lfd_release_batch_req *b, uint32_t i)
+{
+	uint32_t j;
+
+	for (j = 0; j < i; j++)
+		if (b->id[j] == b->id[i])
+			return (long)j;
+	return -1;
+}
+
+/* One RELEASE_BATCH entry, as RELEASE; the outcome goes into o. */
+static void release_entry(struct session *s, uint32_t id, uint32_t timeout_ms,
+			  struct lfd_release_outcome *o)
+{
+	struct device *d = find_device(s, id);
+	struct lfd_msg err;
+
+	o->id = id;
+	if (d == NULL) {
+		lfd_make_error(&err, 0, 0, LFD_R_UNKNOWN_DEVICE,
+			       "no device with id %u in this session", (unsigned)id);
+	} else if (release_one(s, d, timeout_ms, &o->waited_ms, &err) ==
+		   RELEASE_DONE) {
+		log_device(s, d, "released: flushed and detached");
+		return;
+	} else {
+		log_device(s, d, err.u.error.text);
+	}
+	o->reason = err.u.error.reason;
+	o->err = err.u.error.err;
+	memcpy(o->text, err.u.error.text, sizeof(o->text));
+}
+
+/* Each device released in turn, whatever happened to the others; the one
+ * timeout bounds the whole request's waiting for other openers. */
+static void do_release_batch(struct session *s, const struct lfd_msg *req)
+{
+	const struct lfd_release_batch_req *b = &req->u.release_batch_req;
+	struct lfd_msg rep;
+	uint64_t start, spent;
+	uint32_t i;
+	long dup;
+
+	if (b->timeout_ms > LFD_MAX_TIMEOUT_MS) {
+		send_error(s, req->seq, LFD_R_BAD_OPTION,
+			   "release timeout above %u ms", LFD_MAX_TIMEOUT_MS);
+		return;
+	}
+	for (i = 1; i < b->count; i++) {
+		dup = earlier_duplicate(b, i);
+		if (dup >= 0) {
+			send_error(s, req->seq, LFD_R_BAD_OPTION, "entries %ld "
+				   "and %u both name id %u: nothing released",
+				   dup, (unsigned)i, (unsigned)b->id[i]);
+			return;
+		}
+	}
+	reply_init(&rep, req);
+	rep.u.release_batch_rep.count = b->count;
+	start = now_ms();
+	for (i = 0; i < b->count; i++) {
+		spent = now_ms() - start;
+		release_entry(s, b->id[i], spent >= b->timeout_ms ? 0 :
+			      b->timeout_ms - (uint32_t)spent,
+			      &rep.u.release_batch_rep.out[i]);
+	}
 	send_msg(s, &rep, -1);
 }
 
@@ -310,7 +485,7 @@ static enum lfd_reason transport_problem(int flags)
 {
 	if (flags & LFD_RECV_TRUNC)
 		return LFD_R_MALFORMED;
-	if (flags & (LFD_RECV_OTHER_CMSG | LFD_RECV_MULTI_CMSG))
+	if (flags & LFD_RECV_OTHER_CMSG)
 		return LFD_R_CONTROL;
 	if (flags & LFD_RECV_CTRUNC)
 		return LFD_R_FD_COUNT;
@@ -320,13 +495,20 @@ static enum lfd_reason transport_problem(int flags)
 static void dispatch(struct session *s, const struct request *r)
 {
 	if (s->refusal) {
-		send_error(s, r->msg.seq, s->refusal_reason, s->refusal);
+		send_error(s, r->msg.seq, s->refusal_reason, "%s", s->refusal);
 		return;
 	}
-	if (r->nfds != lfd_fds_for_op(r->msg.op)) {
-		send_error(s, r->msg.seq, LFD_R_FD_COUNT, r->msg.op == LFD_OP_ATTACH ?
-			   "attach needs exactly one backing fd" :
-			   "this request takes no file descriptors");
+	if (r->nfds != lfd_fds_for_msg(&r->msg)) {
+		if (r->msg.op == LFD_OP_ATTACH_BATCH)
+			send_error(s, r->msg.seq, LFD_R_FD_COUNT, "attach batch of "
+				   "%u entries needs exactly %u backing fds, %d came",
+				   (unsigned)r->msg.u.attach_batch_req.count,
+				   (unsigned)r->msg.u.attach_batch_req.count, r->nfds);
+		else
+			send_error(s, r->msg.seq, LFD_R_FD_COUNT, "%s",
+				   r->msg.op == LFD_OP_ATTACH ?
+				   "attach needs exactly one backing fd" :
+				   "this request takes no file descriptors");
 		return;
 	}
 	if (!s->hello_done && r->msg.op != LFD_OP_HELLO) {
@@ -346,6 +528,12 @@ static void dispatch(struct session *s, const struct request *r)
 	case LFD_OP_LIST:
 		do_list(s, &r->msg);
 		break;
+	case LFD_OP_ATTACH_BATCH:
+		do_attach_batch(s, r);
+		break;
+	case LFD_OP_RELEASE_BATCH:
+		do_release_batch(s, &r->msg);
+		break;
 	default:
 		send_error(s, r->msg.seq, LFD_R_UNKNOWN_OP,
 			   "replies are not requests");
@@ -358,8 +546,10 @@ static int peer_gone(int sock)
 {
 	struct pollfd p = { .fd = sock, .events = POLLIN | POLLRDHUP };
 
-	if (poll(&p, 1, 0) < 0)
+	if (poll(&p, 1, 0) < 0) {
+		logmsg("poll: %s; ending the session", strerror(errno));
 		return 1;
+	}
 	return (p.revents & (POLLHUP | POLLRDHUP | POLLERR)) != 0;
 }
 
@@ -367,7 +557,7 @@ static void close_fds(struct request *r)
 {
 	int i;
 
-	for (i = 0; i < r->nfds && i < 2; i++)
+	for (i = 0; i < r->nfds && i < LFD_MAX_BATCH; i++)
 		close(r->fds[i]);
 	r->nfds = 0;
 }
@@ -399,8 +589,11 @@ static int wait_for_request(struct session *s, uint64_t hello_deadline)
 		n = poll(&p, 1, timeout);
 		if (n > 0)
 			return 0;
-		if (n < 0 && errno != EINTR)
+		if (n < 0 && errno != EINTR) {
+			logmsg("uid %u: poll: %s; ending the session",
+			       (unsigned)s->caller.uid, strerror(errno));
 			return -1;
+		}
 		if (n == 0 && s->hello_done)
 			check_watched(s);
 	}
@@ -418,7 +611,8 @@ void serve(struct session *s)
 	for (;;) {
 		if (wait_for_request(s, hello_deadline) < 0)
 			return;
-		n = lfd_recv(s->sock, buf, sizeof(buf), r.fds, 2, &r.nfds, &flags);
+		n = lfd_recv(s->sock, buf, sizeof(buf), r.fds, LFD_MAX_BATCH,
+			     &r.nfds, &flags);
 		if (n < 0) {
 			if (errno != ECONNRESET)
 				logmsg("uid %u: receive failed: %s",
@@ -433,7 +627,7 @@ void serve(struct session *s)
 		else	/* only for the seq to echo; the reason stands */
 			(void)lfd_decode(buf, (size_t)n, &r.msg);
 		if (why != LFD_R_NONE)
-			send_error(s, r.msg.seq, why, lfd_reason_name(why));
+			send_error(s, r.msg.seq, why, "%s", lfd_reason_name(why));
 		else
 			dispatch(s, &r);
 		close_fds(&r);

@@ -19,12 +19,17 @@
 #define LFD_MAX_DEVICES		64		/* per session, hard protocol cap */
 #define LFD_MSG_TEXT		240		/* error text, NUL-padded */
 #define LFD_MAX_TIMEOUT_MS	600000u		/* 10 minutes */
+#define LFD_MAX_BATCH		64		/* entries in one batch: the session cap */
+#define LFD_MAX_REPLY		16408		/* a full RELEASE_BATCH reply; every
+						   request is at most LFD_MAX_MSG */
 
 enum lfd_op {
 	LFD_OP_HELLO	= 1,
 	LFD_OP_ATTACH	= 2,
 	LFD_OP_RELEASE	= 3,
 	LFD_OP_LIST	= 4,
+	LFD_OP_ATTACH_BATCH	= 5,		/* if the hello says LFD_FEAT_BATCH */
+	LFD_OP_RELEASE_BATCH	= 6,
 	LFD_REPLY	= 0x80,			/* reply op = request op | LFD_REPLY */
 	LFD_OP_ERROR	= 0xff,
 };
@@ -41,6 +46,7 @@ enum lfd_op {
 #define LFD_FEAT_GRANT		0x01u
 #define LFD_FEAT_PARTSCAN	0x02u
 #define LFD_FEAT_DIRECT_IO	0x04u
+#define LFD_FEAT_BATCH		0x08u		/* ATTACH_BATCH, RELEASE_BATCH */
 
 /* how the helper was started (hello reply) */
 enum lfd_mode {
@@ -131,6 +137,36 @@ struct lfd_list_rep {
 	struct lfd_device dev[LFD_MAX_DEVICES];
 };
 
+struct lfd_attach_batch_req {
+	uint32_t count;			/* 1 .. LFD_MAX_BATCH, = fds sent */
+	struct lfd_attach_req e[LFD_MAX_BATCH];
+};
+
+struct lfd_attach_batch_rep {
+	uint32_t count;			/* = the request's, = fds sent back */
+	struct lfd_device dev[LFD_MAX_BATCH];
+};
+
+struct lfd_release_batch_req {
+	uint32_t count;			/* 1 .. LFD_MAX_BATCH */
+	uint32_t timeout_ms;		/* for the whole batch */
+	uint32_t id[LFD_MAX_BATCH];
+};
+
+/* One device's outcome: reason LFD_R_NONE (and err 0) is released. */
+struct lfd_release_outcome {
+	uint32_t id;
+	uint32_t reason;		/* enum lfd_reason */
+	int32_t err;			/* positive errno value, 0 if released */
+	uint32_t waited_ms;
+	char text[LFD_MSG_TEXT];	/* NUL-terminated; "" if released */
+};
+
+struct lfd_release_batch_rep {
+	uint32_t count;
+	struct lfd_release_outcome out[LFD_MAX_BATCH];
+};
+
 struct lfd_error {
 	int32_t err;			/* positive errno value */
 	uint32_t reason;		/* enum lfd_reason */
@@ -149,6 +185,10 @@ struct lfd_msg {
 		struct lfd_release_req release_req;
 		struct lfd_release_rep release_rep;
 		struct lfd_list_rep list_rep;
+		struct lfd_attach_batch_req attach_batch_req;
+		struct lfd_attach_batch_rep attach_batch_rep;
+		struct lfd_release_batch_req release_batch_req;
+		struct lfd_release_batch_rep release_batch_rep;
 		struct lfd_error error;
 	} u;
 };
@@ -163,6 +203,9 @@ struct lfd_msg {
 #define LFD_LIST_REQ_SIZE	0
 #define LFD_LIST_HEAD_SIZE	8
 #define LFD_ERROR_SIZE		(8 + LFD_MSG_TEXT)
+#define LFD_BATCH_HEAD_SIZE	8		/* count, reserved or timeout */
+#define LFD_RELEASE_ID_SIZE	4
+#define LFD_OUTCOME_SIZE	(16 + LFD_MSG_TEXT)
 
 /*
  * Encode m into buf.  Returns the number of bytes, or 0 if m is not a valid
@@ -179,14 +222,19 @@ size_t lfd_encode(const struct lfd_msg *m, uint8_t *buf, size_t cap);
  */
 enum lfd_reason lfd_decode(const uint8_t *buf, size_t len, struct lfd_msg *m);
 
-/* Number of SCM_RIGHTS fds that must come with op (request or reply). */
+/* Number of SCM_RIGHTS fds that must come with op (request or reply);
+ * -1 for the batch ops, whose count is in the body: see lfd_fds_for_msg. */
 int lfd_fds_for_op(uint16_t op);
+
+/* Number of SCM_RIGHTS fds that must come with the decoded message m. */
+int lfd_fds_for_msg(const struct lfd_msg *m);
 
 /* Default errno and a short fixed name for each reason. */
 int lfd_reason_errno(enum lfd_reason r);
 const char *lfd_reason_name(enum lfd_reason r);
 
-/* Fill m as an error reply to (op, seq). */
+/* Fill m as an error reply to the request numbered seq: reason, errno
+ * (0: the reason's default) and a printf-formatted text. */
 void lfd_make_error(struct lfd_msg *m, uint32_t seq, int err,
 		    enum lfd_reason reason, const char *fmt, ...)
 	__attribute__((format(printf, 5, 6)));
@@ -202,17 +250,19 @@ void lfd_make_error(struct lfd_msg *m, uint32_t seq, int err,
  * arrived in all, and any beyond maxfds are closed here.  *flags gets
  * LFD_RECV_TRUNC when the message was longer than cap, LFD_RECV_CTRUNC when
  * control data was cut off, LFD_RECV_OTHER_CMSG when a control message other
- * than SCM_RIGHTS came (SCM_CREDENTIALS, ...), LFD_RECV_MULTI_CMSG when fds
- * came in more than one control message.  Returns the message length, 0 at
- * end of stream, -1 with errno on error.
+ * than SCM_RIGHTS came (SCM_CREDENTIALS, ...).  (fds sent in several
+ * SCM_RIGHTS messages arrive merged into one: the kernel joins them.)
+ * Returns the message length, 0 at end of stream, -1 with errno on error.
  */
 #define LFD_RECV_TRUNC		0x1
 #define LFD_RECV_CTRUNC		0x2
 #define LFD_RECV_OTHER_CMSG	0x4
-#define LFD_RECV_MULTI_CMSG	0x8
 #define LFD_RECV_MAX_FDS	253	/* SCM_MAX_FD */
 
 int lfd_send(int sock, const uint8_t *buf, size_t len, int fd);
+/* lfd_send with nfds (0 .. LFD_MAX_BATCH) fds in one SCM_RIGHTS message. */
+int lfd_send_fds(int sock, const uint8_t *buf, size_t len, const int *fds,
+		 int nfds);
 long lfd_recv(int sock, uint8_t *buf, size_t cap, int *fds, int maxfds,
 	      int *nfds, int *flags);
 

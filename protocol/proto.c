@@ -162,15 +162,143 @@ static long body_size(uint16_t op)
 	return -1;
 }
 
+static int batch_op(uint16_t op)
+{
+	return (op & ~LFD_REPLY) == LFD_OP_ATTACH_BATCH ||
+	       (op & ~LFD_REPLY) == LFD_OP_RELEASE_BATCH;
+}
+
 int lfd_fds_for_op(uint16_t op)
 {
+	if (op == LFD_OP_ATTACH_BATCH || op == (LFD_OP_ATTACH_BATCH | LFD_REPLY))
+		return -1;
 	return op == LFD_OP_ATTACH || op == (LFD_OP_ATTACH | LFD_REPLY);
+}
+
+int lfd_fds_for_msg(const struct lfd_msg *m)
+{
+	if (m->op == LFD_OP_ATTACH_BATCH)
+		return (int)m->u.attach_batch_req.count;
+	if (m->op == (LFD_OP_ATTACH_BATCH | LFD_REPLY))
+		return (int)m->u.attach_batch_rep.count;
+	return lfd_fds_for_op(m->op);
+}
+
+static void put_attach_req(struct cursor *c, const struct lfd_attach_req *a)
+{
+	put32(c, a->flags);
+	put32(c, a->sector_size);
+	put64(c, a->offset);
+	put64(c, a->sizelimit);
+	put64(c, 0);
+}
+
+static void get_attach_req(struct cursor *c, struct lfd_attach_req *a)
+{
+	a->flags = get32(c);
+	a->sector_size = get32(c);
+	a->offset = get64(c);
+	a->sizelimit = get64(c);
+	get_reserved32(c);
+	get_reserved32(c);
+}
+
+/* A batch holds 1 .. LFD_MAX_BATCH entries of entry_size bytes each, and
+ * exactly as many as its count says: the count is checked against the
+ * bytes that arrived before any entry is read. */
+static int batch_count_bad(const struct cursor *c, uint32_t count,
+			   size_t entry_size)
+{
+	return count == 0 || count > LFD_MAX_BATCH ||
+	       c->len - c->pos != (size_t)count * entry_size;
+}
+
+static void put_outcome(struct cursor *c, const struct lfd_release_outcome *o)
+{
+	put32(c, o->id);
+	put32(c, o->reason);
+	put32(c, (uint32_t)o->err);
+	put32(c, o->waited_ms);
+	put_bytes(c, o->text, LFD_MSG_TEXT);
+}
+
+static void get_outcome(struct cursor *c, struct lfd_release_outcome *o)
+{
+	o->id = get32(c);
+	o->reason = get32(c);
+	o->err = (int32_t)get32(c);
+	o->waited_ms = get32(c);
+	get_bytes(c, o->text, LFD_MSG_TEXT);
+	if (memchr(o->text, '\0', LFD_MSG_TEXT) == NULL)
+		c->bad = 1;
+}
+
+/* The batch ops: the count first, so a bad one encodes nothing. */
+static void put_batch(struct cursor *c, const struct lfd_msg *m)
+{
+	const struct lfd_attach_batch_req *aq = &m->u.attach_batch_req;
+	const struct lfd_attach_batch_rep *ap = &m->u.attach_batch_rep;
+	const struct lfd_release_batch_req *rq = &m->u.release_batch_req;
+	const struct lfd_release_batch_rep *rp = &m->u.release_batch_rep;
+	uint32_t i, n = m->op == LFD_OP_ATTACH_BATCH ? aq->count :
+			m->op == (LFD_OP_ATTACH_BATCH | LFD_REPLY) ? ap->count :
+			m->op == LFD_OP_RELEASE_BATCH ? rq->count : rp->count;
+
+	if (n == 0 || n > LFD_MAX_BATCH) {
+		c->bad = 1;
+		return;
+	}
+	put32(c, n);
+	put32(c, m->op == LFD_OP_RELEASE_BATCH ? rq->timeout_ms : 0);
+	for (i = 0; i < n; i++) {
+		if (m->op == LFD_OP_ATTACH_BATCH)
+			put_attach_req(c, &aq->e[i]);
+		else if (m->op == (LFD_OP_ATTACH_BATCH | LFD_REPLY))
+			put_device(c, &ap->dev[i]);
+		else if (m->op == LFD_OP_RELEASE_BATCH)
+			put32(c, rq->id[i]);
+		else
+			put_outcome(c, &rp->out[i]);
+	}
+}
+
+static void get_batch(struct cursor *c, struct lfd_msg *m)
+{
+	uint32_t i, n = get32(c), second = get32(c);
+	size_t size = m->op == LFD_OP_ATTACH_BATCH ? LFD_ATTACH_REQ_SIZE :
+		      m->op == (LFD_OP_ATTACH_BATCH | LFD_REPLY) ? LFD_DEVICE_SIZE :
+		      m->op == LFD_OP_RELEASE_BATCH ? LFD_RELEASE_ID_SIZE :
+		      LFD_OUTCOME_SIZE;
+
+	/* The second word is reserved, except in RELEASE_BATCH requests. */
+	if (c->bad || batch_count_bad(c, n, size) ||
+	    (m->op != LFD_OP_RELEASE_BATCH && second != 0)) {
+		c->bad = 1;
+		return;
+	}
+	m->u.attach_batch_req.count = n;	/* count leads each batch struct */
+	if (m->op == LFD_OP_RELEASE_BATCH)
+		m->u.release_batch_req.timeout_ms = second;
+	for (i = 0; i < n; i++) {
+		if (m->op == LFD_OP_ATTACH_BATCH)
+			get_attach_req(c, &m->u.attach_batch_req.e[i]);
+		else if (m->op == (LFD_OP_ATTACH_BATCH | LFD_REPLY))
+			get_device(c, &m->u.attach_batch_rep.dev[i]);
+		else if (m->op == LFD_OP_RELEASE_BATCH)
+			m->u.release_batch_req.id[i] = get32(c);
+		else
+			get_outcome(c, &m->u.release_batch_rep.out[i]);
+	}
 }
 
 static void put_body(struct cursor *c, const struct lfd_msg *m)
 {
 	uint32_t i;
 
+	if (batch_op(m->op)) {
+		put_batch(c, m);
+		return;
+	}
 	switch (m->op) {
 	case LFD_OP_HELLO:
 		put16(c, m->u.hello_req.min_version);
@@ -187,11 +315,7 @@ static void put_body(struct cursor *c, const struct lfd_msg *m)
 		put32(c, m->u.hello_rep.gid);
 		break;
 	case LFD_OP_ATTACH:
-		put32(c, m->u.attach_req.flags);
-		put32(c, m->u.attach_req.sector_size);
-		put64(c, m->u.attach_req.offset);
-		put64(c, m->u.attach_req.sizelimit);
-		put64(c, 0);
+		put_attach_req(c, &m->u.attach_req);
 		break;
 	case LFD_OP_ATTACH | LFD_REPLY:
 		put_device(c, &m->u.attach_rep);
@@ -248,6 +372,10 @@ static void get_body(struct cursor *c, struct lfd_msg *m)
 {
 	uint32_t i;
 
+	if (batch_op(m->op)) {
+		get_batch(c, m);
+		return;
+	}
 	switch (m->op) {
 	case LFD_OP_HELLO:
 		m->u.hello_req.min_version = get16(c);
@@ -264,12 +392,7 @@ static void get_body(struct cursor *c, struct lfd_msg *m)
 		m->u.hello_rep.gid = get32(c);
 		break;
 	case LFD_OP_ATTACH:
-		m->u.attach_req.flags = get32(c);
-		m->u.attach_req.sector_size = get32(c);
-		m->u.attach_req.offset = get64(c);
-		m->u.attach_req.sizelimit = get64(c);
-		get_reserved32(c);
-		get_reserved32(c);
+		get_attach_req(c, &m->u.attach_req);
 		break;
 	case LFD_OP_ATTACH | LFD_REPLY:
 		get_device(c, &m->u.attach_rep);
@@ -314,7 +437,9 @@ enum lfd_reason lfd_decode(const uint8_t *buf, size_t len, struct lfd_msg *m)
 	long want;
 
 	memset(m, 0, sizeof(*m));
-	if (len < LFD_HEADER_SIZE || len > LFD_MAX_MSG)
+	/* Only a RELEASE_BATCH reply may exceed LFD_MAX_MSG; every other
+	 * message's exact size is checked below. */
+	if (len < LFD_HEADER_SIZE || len > LFD_MAX_REPLY)
 		return LFD_R_MALFORMED;
 	magic = get32(&c);
 	m->version = get16(&c);
@@ -326,8 +451,10 @@ enum lfd_reason lfd_decode(const uint8_t *buf, size_t len, struct lfd_msg *m)
 	if (m->version != LFD_VERSION)
 		return LFD_R_VERSION;
 	want = body_size(m->op);
-	if (want < 0 && m->op != (LFD_OP_LIST | LFD_REPLY))
+	if (want < 0 && m->op != (LFD_OP_LIST | LFD_REPLY) && !batch_op(m->op))
 		return LFD_R_UNKNOWN_OP;
+	if (len > LFD_MAX_MSG && m->op != (LFD_OP_RELEASE_BATCH | LFD_REPLY))
+		return LFD_R_MALFORMED;
 	if (want >= 0 && (size_t)want != body_len)
 		return LFD_R_MALFORMED;
 	get_body(&c, m);
@@ -394,24 +521,34 @@ void lfd_make_error(struct lfd_msg *m, uint32_t seq, int err,
 
 int lfd_send(int sock, const uint8_t *buf, size_t len, int fd)
 {
+	return lfd_send_fds(sock, buf, len, &fd, fd >= 0 ? 1 : 0);
+}
+
+int lfd_send_fds(int sock, const uint8_t *buf, size_t len, const int *fds,
+		 int nfds)
+{
 	union {
 		struct cmsghdr hdr;
-		char buf[CMSG_SPACE(sizeof(int))];
+		char buf[CMSG_SPACE(sizeof(int) * LFD_MAX_BATCH)];
 	} control;
 	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
 	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
 	struct cmsghdr *cmsg;
 	ssize_t n;
 
-	if (fd >= 0) {
+	if (nfds < 0 || nfds > LFD_MAX_BATCH) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (nfds > 0) {
 		memset(&control, 0, sizeof(control));
 		msg.msg_control = control.buf;
-		msg.msg_controllen = sizeof(control.buf);
+		msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
 		cmsg = CMSG_FIRSTHDR(&msg);
 		cmsg->cmsg_level = SOL_SOCKET;
 		cmsg->cmsg_type = SCM_RIGHTS;
-		cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+		cmsg->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+		memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * (size_t)nfds);
 	}
 	do {
 		n = sendmsg(sock, &msg, MSG_NOSIGNAL);
@@ -471,7 +608,6 @@ long lfd_recv(int sock, uint8_t *buf, size_t cap, int *fds, int maxfds,
 		.msg_control = control.buf, .msg_controllen = sizeof(control.buf),
 	};
 	struct cmsghdr *cmsg;
-	int rights_msgs = 0;
 	ssize_t n;
 
 	*nfds = 0;
@@ -484,15 +620,14 @@ long lfd_recv(int sock, uint8_t *buf, size_t cap, int *fds, int maxfds,
 	for (cmsg = CMSG_FIRSTHDR(&msg); cmsg; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
 		if (cmsg->cmsg_level == SOL_SOCKET &&
 		    cmsg->cmsg_type == SCM_RIGHTS) {
+			/* The kernel merges the SCM_RIGHTS of several
+			 * sendmsg calls into one control message. */
 			take_fds(cmsg, fds, maxfds, nfds);
-			rights_msgs++;
 		} else {
 			close_pidfd(cmsg);
 			*flags |= LFD_RECV_OTHER_CMSG;
 		}
 	}
-	if (rights_msgs > 1)
-		*flags |= LFD_RECV_MULTI_CMSG;
 	if (msg.msg_flags & MSG_TRUNC)
 		*flags |= LFD_RECV_TRUNC;
 	if (msg.msg_flags & MSG_CTRUNC)

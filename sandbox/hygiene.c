@@ -19,14 +19,13 @@
 
 #include "sandbox.h"
 
-/* The fallback loop's upper end where close_range(2) does not exist (< 5.9).
- * A caller whose hard RLIMIT_NOFILE is above this could leave fds open
- * beyond it, but only on kernels that old. */
-#define SB_FALLBACK_FD_MAX 65535U
-
 #define SB_STACK_SOFT (8UL * 1024 * 1024)
 #define SB_NOFILE 1024
-#define SB_NOFILE_MIN 128	/* 64 held devices, their transients, margin */
+/* 64 held devices with their backing dups (128), a 64-device batch in flight
+ * (64 received backing fds, 64 client fds to send), the session's own, margin */
+#define SB_NOFILE_MIN 320
+#define SB_STACK_MIN (1UL * 1024 * 1024)	/* measured use: under 64 KiB */
+#define SB_MEMORY_MIN (256UL * 1024 * 1024)	/* peak RSS is under 2 MiB */
 
 int
 sb_ensure_stdio(void)
@@ -52,24 +51,14 @@ sb_ensure_stdio(void)
 	return 0;
 }
 
-/* Close [lo, hi]; close_range(2) where the kernel has it (5.9+), a loop
- * otherwise.  Closing a hole is not an error. */
+/* Close [lo, hi] with close_range(2) (5.9+; the helper requires 5.15).
+ * Closing a hole is not an error. */
 static int
 close_span(unsigned int lo, unsigned int hi)
 {
-	unsigned int fd;
-
 	if (lo > hi)
 		return 0;
-	if (close_range(lo, hi, 0) == 0)
-		return 0;
-	if (errno != ENOSYS)
-		return -1;
-	if (hi > SB_FALLBACK_FD_MAX)
-		hi = SB_FALLBACK_FD_MAX;
-	for (fd = lo; fd <= hi; fd++)
-		(void)close((int)fd);
-	return 0;
+	return close_range(lo, hi, 0);
 }
 
 /* The smallest fd in keep[] that is >= lo, or -1 when there is none.  keep[]
@@ -109,7 +98,10 @@ sb_close_fds_except(const int *keep, size_t n)
 	return close_span(lo, ~0U);
 }
 
-/* The kernel's struct sigaction on x86-64 and other 64-bit ABIs. */
+/* The kernel's struct sigaction on x86-64.  Its layout differs between
+ * architectures (arm64 has no sa_restorer), but that does not matter here:
+ * SIG_DFL is 0 and so is every other field, and a kernel that reads the
+ * mask from another offset still reads zeros. */
 struct kernel_sigaction {
 	void (*handler)(int);
 	unsigned long flags;
@@ -141,9 +133,14 @@ sb_stdio_to_devnull(void)
 		close(i);
 		fd = fcntl(null, F_DUPFD, i);
 		if (fd != i) {
+			/* errno: F_DUPFD's, or EBADF when it filled another
+			 * number, kept across the closes */
+			int e = fd == -1 ? errno : EBADF;
+
 			if (fd != -1)
 				close(fd);
 			close(null);
+			errno = e;
 			return -1;
 		}
 	}
@@ -215,7 +212,8 @@ set_limit(int resource, rlim_t soft, rlim_t hard, rlim_t min_soft)
 		return 0;
 	if (errno != EPERM || getrlimit(resource, &rl) == -1)
 		return -1;
-	/* RLIM_INFINITY is the largest rlim_t, so plain minimums work. */
+	/* RLIM_INFINITY is the largest rlim_t, so plain minimums work, and
+	 * a min_soft of RLIM_INFINITY demands an unlimited hard limit. */
 	if (hard < rl.rlim_max)
 		rl.rlim_max = hard;
 	rl.rlim_cur = soft < rl.rlim_max ? soft : rl.rlim_max;
@@ -226,39 +224,56 @@ set_limit(int resource, rlim_t soft, rlim_t hard, rlim_t min_soft)
 	return setrlimit(resource, &rl);
 }
 
-int
-sb_reset_limits(void)
-{
-	/* No core files: a dump of the helper would hold other users' state
-	 * and could be written where the caller can read it. */
-	if (set_limit(RLIMIT_CORE, 0, 0, 0) == -1)
-		return -1;
+/* The limits to reset, and the least each must reach when its hard limit
+ * cannot be raised.  A hard RLIMIT_CPU ends in SIGKILL, and one the caller
+ * set stays armed on a root process (raising it needs CAP_SYS_RESOURCE,
+ * which a bounding set may lack): it must be unlimited, or we refuse.  The
+ * same for RLIMIT_RTTIME, which counts once a task runs a realtime policy.
+ * A tiny stack limit turns the next stack growth into SIGSEGV; tiny memory
+ * limits fail an allocation between a flush and a clear. */
+static const struct {
+	int resource;
+	const char *name;
+	rlim_t soft, hard, min_soft;
+} sb_limits[] = {
+	/* No core files: a dump of the helper would hold other users'
+	 * state and could be written where the caller can read it. */
+	{ RLIMIT_CORE, "RLIMIT_CORE", 0, 0, 0 },
 	/* A known fd budget.  A caller-lowered one could make recvmsg drop
 	 * passed fds (MSG_CTRUNC) or an open fail with EMFILE halfway
-	 * through a session: refuse to start below SB_NOFILE_MIN instead. */
-	if (set_limit(RLIMIT_NOFILE, SB_NOFILE, SB_NOFILE, SB_NOFILE_MIN) == -1)
-		return -1;
-	/* A caller-lowered CPU or memory limit could kill us with SIGXCPU or
-	 * fail an allocation between BLKFLSBUF and LOOP_CLR_FD. */
-	if (set_limit(RLIMIT_FSIZE, RLIM_INFINITY, RLIM_INFINITY, 0) == -1)
-		return -1;
-	if (set_limit(RLIMIT_CPU, RLIM_INFINITY, RLIM_INFINITY, 0) == -1)
-		return -1;
-	if (set_limit(RLIMIT_AS, RLIM_INFINITY, RLIM_INFINITY, 0) == -1)
-		return -1;
-	if (set_limit(RLIMIT_DATA, RLIM_INFINITY, RLIM_INFINITY, 0) == -1)
-		return -1;
+	 * through a session. */
+	{ RLIMIT_NOFILE, "RLIMIT_NOFILE", SB_NOFILE, SB_NOFILE, SB_NOFILE_MIN },
+	{ RLIMIT_CPU, "RLIMIT_CPU", RLIM_INFINITY, RLIM_INFINITY, RLIM_INFINITY },
+	{ RLIMIT_RTTIME, "RLIMIT_RTTIME", RLIM_INFINITY, RLIM_INFINITY, RLIM_INFINITY },
+	{ RLIMIT_FSIZE, "RLIMIT_FSIZE", RLIM_INFINITY, RLIM_INFINITY, 0 },
+	{ RLIMIT_AS, "RLIMIT_AS", RLIM_INFINITY, RLIM_INFINITY, SB_MEMORY_MIN },
+	{ RLIMIT_DATA, "RLIMIT_DATA", RLIM_INFINITY, RLIM_INFINITY, SB_MEMORY_MIN },
 	/* 8 MiB soft, the usual default.  The caller's stack limit already
 	 * shaped our layout at execve (an unlimited one once selected the
 	 * legacy, less random mmap layout); from here on it only bounds
 	 * stack growth, and the hard limit stays open for that. */
-	return set_limit(RLIMIT_STACK, SB_STACK_SOFT, RLIM_INFINITY, 0);
+	{ RLIMIT_STACK, "RLIMIT_STACK", SB_STACK_SOFT, RLIM_INFINITY, SB_STACK_MIN },
+};
+
+int
+sb_reset_limits(const char **which)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(sb_limits) / sizeof(sb_limits[0]); i++) {
+		*which = sb_limits[i].name;
+		if (set_limit(sb_limits[i].resource, sb_limits[i].soft,
+		    sb_limits[i].hard, sb_limits[i].min_soft) == -1)
+			return -1;
+	}
+	*which = NULL;
+	return 0;
 }
 
 int
 sb_reset_environment(void)
 {
-	/* LD_*, MALLOC_*, LOCALPATH, TZ, GCONV_PATH and friends are the
+	/* LD_*, MALLOC_*, LOCPATH, TZ, GCONV_PATH and friends are the
 	 * caller's way into our libc.  glibc strips some for setuid programs;
 	 * drop all of them rather than trust that list. */
 	if (clearenv() != 0) {

@@ -27,13 +27,16 @@ int sb_close_fds_except(const int *keep, size_t n);
 int sb_reset_signals(void);
 
 /* Resource limits to fixed values: RLIMIT_CORE 0; RLIMIT_NOFILE 1024;
- * RLIMIT_FSIZE, RLIMIT_CPU, RLIMIT_AS, RLIMIT_DATA, RLIMIT_STACK unlimited
- * where the hard limit allows (root may raise it).  A caller-lowered limit
- * must not make the helper fail halfway through a release.  Where the hard
- * limit cannot be raised (no CAP_SYS_RESOURCE, e.g. a container's bounding
- * set) the soft limit goes as high as the hard one allows, and the call
- * fails with EPERM if that leaves RLIMIT_NOFILE below 128. */
-int sb_reset_limits(void);
+ * RLIMIT_CPU, RLIMIT_RTTIME, RLIMIT_FSIZE, RLIMIT_AS, RLIMIT_DATA unlimited,
+ * RLIMIT_STACK 8 MiB soft, unlimited hard, where the hard limit allows (root
+ * may raise it).  A caller-lowered limit must neither kill the helper nor
+ * make it fail halfway through a release.  Where a hard limit cannot be
+ * raised (no CAP_SYS_RESOURCE, e.g. a container's bounding set) the soft
+ * limit goes as high as the hard one allows, and the call fails with EPERM
+ * and *which naming the limit if that leaves RLIMIT_CPU or RLIMIT_RTTIME
+ * finite (their hard limit kills), RLIMIT_NOFILE below 320, RLIMIT_STACK
+ * below 1 MiB or RLIMIT_AS/RLIMIT_DATA below 256 MiB. */
+int sb_reset_limits(const char **which);
 
 /* Replace the environment with a fixed minimal one (PATH only). */
 int sb_reset_environment(void);
@@ -52,6 +55,22 @@ int sb_stdio_to_devnull(void);
  * the helper (kill(2) and ptrace check the target's real/saved uid).
  * Call after the caller's identity has been recorded. */
 int sb_leave_callers_reach(void);
+
+/* ---- out of the caller's reach (sandbox/reach.c) ------------------------ */
+
+/* Setuid mode, as root with full capabilities: leave every cgroup the
+ * caller could write to (kill, freeze, migrate, limit) for the root cgroup
+ * of its hierarchy.  -1 with errno, and what naming the cgroup, when a
+ * cgroup cannot be proven out of reach or left. */
+int sb_leave_user_cgroups(char *what, size_t whatlen);
+
+/* oom_score_adj -1000, or 0 where CAP_SYS_RESOURCE is missing; -1 (EPERM)
+ * if it stays above 0. */
+int sb_reset_oom_score(void);
+
+/* SCHED_OTHER, nice 0, default I/O priority, every CPU, default timer
+ * slack: nothing the caller set can starve the helper. */
+int sb_reset_scheduling(void);
 
 /* ---- capabilities (sandbox/caps.c) --------------------------------------- */
 
@@ -79,5 +98,12 @@ int sb_seccomp_serve(void);
 /* Stage 2, stacked when the session ends: only what flushing and clearing
  * the remaining devices, closing, logging and exiting need. */
 int sb_seccomp_teardown(void);
+
+/* The session's guard process (helper/guard.c): reading its parent's
+ * notes, giving nodes back by path, watching devices detach. */
+int sb_seccomp_guard(void);
+
+/* The daemon's listener: accept, fork, reap, log; no files, no devices. */
+int sb_seccomp_listener(void);
 
 #endif

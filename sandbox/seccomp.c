@@ -1,5 +1,5 @@
 /*
- * seccomp: load the helper's two allowlists.  The rules, and why each
+ * seccomp: load the helper's allowlists.  The rules, and why each
  * syscall is there, are in sandbox/seccomp_policy.c, which libseccomp
  * compiles into BPF at build time ($(O)/seccomp_filters.h); here each
  * stage is one seccomp() call with a fixed program, so no rule compiler
@@ -38,17 +38,42 @@ _Static_assert(sizeof(sb_serve_filter) / sizeof(sb_serve_filter[0]) <= BPF_MAXIN
 _Static_assert(sizeof(sb_teardown_filter) / sizeof(sb_teardown_filter[0]) <= BPF_MAXINSNS,
 	       "teardown filter too long");
 
+_Static_assert(sizeof(sb_guard_filter) / sizeof(sb_guard_filter[0]) <= BPF_MAXINSNS,
+	       "guard filter too long");
+_Static_assert(sizeof(sb_listener_filter) / sizeof(sb_listener_filter[0]) <= BPF_MAXINSNS,
+	       "listener filter too long");
+
+/* The kernel takes a filter from a process with no_new_privs or
+ * CAP_SYS_ADMIN.  sb_narrow_caps has normally set it already; set it here
+ * too so no stage depends on the order of the others nor on which
+ * capabilities are kept. */
+static int
+load_first_program(const struct sock_filter *insns, size_t len)
+{
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
+		return -1;
+	return load_program(insns, len);
+}
+
+int
+sb_seccomp_guard(void)
+{
+	return load_first_program(sb_guard_filter,
+				  sizeof(sb_guard_filter) / sizeof(sb_guard_filter[0]));
+}
+
+int
+sb_seccomp_listener(void)
+{
+	return load_first_program(sb_listener_filter,
+				  sizeof(sb_listener_filter) / sizeof(sb_listener_filter[0]));
+}
+
 int
 sb_seccomp_serve(void)
 {
-	/* The kernel takes a filter from a process with no_new_privs or
-	 * CAP_SYS_ADMIN.  sb_narrow_caps has normally set it already; set it
-	 * here too so this step depends neither on the order of the others
-	 * nor on which capabilities are kept. */
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
-		return -1;
-	return load_program(sb_serve_filter,
-			    sizeof(sb_serve_filter) / sizeof(sb_serve_filter[0]));
+	return load_first_program(sb_serve_filter,
+				  sizeof(sb_serve_filter) / sizeof(sb_serve_filter[0]));
 }
 
 int

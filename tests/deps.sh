@@ -5,7 +5,10 @@
 set -euo pipefail
 pkgs=(build-essential pkg-config libcap-dev libseccomp-dev libcmocka-dev
       clang libclang-rt-14-dev cppcheck clang-tidy
-      util-linux procps systemd bubblewrap dosfstools mtools e2fsprogs)
+      util-linux procps systemd bubblewrap dosfstools mtools e2fsprogs
+      man-db groff-base bsdextrautils bash-completion
+      debhelper dh-python lintian
+      libblkid-dev fdisk gdisk jq python3 python3-setuptools python3-pip)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

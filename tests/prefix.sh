@@ -2,6 +2,8 @@
 # with every path inside a fresh temp root and installs it there, the helper
 # setuid root, so nothing outside the temp root is touched.
 # Sets and exports LOOPFD_T PREFIX LOOPFD_CONF LOOPFD_RUN BUILD.
+#   install_temp_prefix NAME [MAKE-TARGET...]   extra targets are built too
+#                                               (check and bench: test-programs)
 
 require_root() {
 	if [ "$(id -u)" != 0 ]; then
@@ -19,6 +21,7 @@ install_temp_prefix() {
 	export LOOPFD_RUN=$LOOPFD_T/run
 	export BUILD=$LOOPFD_T/build
 	mkdir -p "$LOOPFD_T/etc"
-	make -s O="$BUILD" PREFIX="$PREFIX" SYSCONFDIR="$LOOPFD_T/etc" \
-		RUNSTATEDIR="$LOOPFD_RUN" install >/dev/null
+	local vars=(O="$BUILD" PREFIX="$PREFIX" SYSCONFDIR="$LOOPFD_T/etc" RUNSTATEDIR="$LOOPFD_RUN")
+	make -s "${vars[@]}" all "${@:2}" >/dev/null &&
+	make -s "${vars[@]}" install >/dev/null
 }

@@ -41,7 +41,7 @@ static void exercise_reason(uint32_t r)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static struct lfd_msg m, again;
-	static uint8_t buf[LFD_MAX_MSG];
+	static uint8_t buf[LFD_MAX_REPLY];
 	enum lfd_reason r;
 	uint8_t *short_buf;
 	size_t n;
@@ -49,8 +49,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	r = lfd_decode(data, size, &m);
 	exercise_reason(r);
-	fds = lfd_fds_for_op(m.op);
-	check(fds == 0 || fds == 1, "fd count out of range");
+	fds = lfd_fds_for_msg(&m);
+	check(fds >= 0 && fds <= LFD_MAX_BATCH,
+	      "fd count out of range");
 	if (r != LFD_R_NONE) {
 		check(r == LFD_R_MALFORMED || r == LFD_R_VERSION || r == LFD_R_UNKNOWN_OP,
 		      "decode refused with a reason it may not give");

@@ -46,6 +46,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -779,18 +780,18 @@ static int session_close(struct sess *s, const char *name)
 	return rc;
 }
 
-/* One reply, within REPLY_TIMEOUT_MS.  Its fd (if any) in *fd, the receive
- * flags in *rflags.  -1 with errno: ETIMEDOUT, ECONNRESET (closed),
- * EBADMSG (does not decode). */
-static int get_reply(struct sess *s, struct lfd_msg *m, int *fd, int *rflags, int *rnfds)
+/* One reply, within REPLY_TIMEOUT_MS, with all its fds (up to
+ * LFD_MAX_BATCH) in fds[0 .. *rnfds) when fds is not NULL (else closed).
+ * The receive flags in *rflags.  -1 with errno: ETIMEDOUT, ECONNRESET
+ * (closed), EBADMSG (does not decode; the fds closed). */
+static int get_reply_fds(struct sess *s, struct lfd_msg *m, int *fds, int *rflags,
+			 int *rnfds)
 {
-	uint8_t buf[LFD_MAX_MSG];
+	static uint8_t buf[LFD_MAX_REPLY];
 	struct pollfd p = { .fd = s->sock, .events = POLLIN };
-	int fds[4], nfds, flags, i, rc;
+	int got[LFD_MAX_BATCH], nfds, flags, i, rc, decoded;
 	long n;
 
-	if (fd)
-		*fd = -1;
 	do {
 		rc = poll(&p, 1, REPLY_TIMEOUT_MS);
 	} while (rc < 0 && errno == EINTR);
@@ -798,26 +799,48 @@ static int get_reply(struct sess *s, struct lfd_msg *m, int *fd, int *rflags, in
 		errno = ETIMEDOUT;
 		return -1;
 	}
-	n = lfd_recv(s->sock, buf, sizeof(buf), fds, 4, &nfds, &flags);
+	n = lfd_recv(s->sock, buf, sizeof(buf), got, LFD_MAX_BATCH, &nfds, &flags);
 	if (n < 0)
 		return -1;
-	for (i = fd ? 1 : 0; i < nfds && i < 4; i++)
-		close(fds[i]);
-	if (fd && nfds > 0)
-		*fd = fds[0];
 	if (rflags)
 		*rflags = flags;
 	if (rnfds)
 		*rnfds = nfds;
+	decoded = n > 0 && lfd_decode(buf, (size_t)n, m) == LFD_R_NONE;
+	for (i = 0; i < nfds && i < LFD_MAX_BATCH; i++) {
+		if (fds && decoded)
+			fds[i] = got[i];
+		else
+			close(got[i]);
+	}
 	if (n == 0 && nfds == 0) {
 		errno = ECONNRESET;
 		return -1;
 	}
-	if (lfd_decode(buf, (size_t)n, m) != LFD_R_NONE) {
-		if (fd && *fd >= 0)
-			close(*fd);
+	if (!decoded) {
 		errno = EBADMSG;
 		return -1;
+	}
+	return 0;
+}
+
+/* get_reply_fds keeping at most the first fd, in *fd (-1 if none). */
+static int get_reply(struct sess *s, struct lfd_msg *m, int *fd, int *rflags, int *rnfds)
+{
+	int fds[LFD_MAX_BATCH], nfds = 0, i, rc;
+
+	if (fd)
+		*fd = -1;
+	rc = get_reply_fds(s, m, fds, rflags, &nfds);
+	if (rnfds)
+		*rnfds = nfds;
+	if (rc < 0)
+		return -1;
+	for (i = 0; i < nfds && i < LFD_MAX_BATCH; i++) {
+		if (i == 0 && fd)
+			*fd = fds[0];
+		else
+			close(fds[i]);
 	}
 	return 0;
 }
@@ -913,6 +936,10 @@ static int held_drop(struct sess *s, uint32_t id)
  * the helper holds its baseline fds plus one per device, the kernel shows
  * the expected devices on each file, and neither file changed.
  */
+/* Fds the helper holds per device: its own device fd, and its dup of the
+ * backing fd (the release's fsync of the image, helper/loopdev.c). */
+#define FDS_PER_DEVICE	2
+
 static int settle(struct sess *s, char *why, size_t wn)
 {
 	struct lfd_msg m;
@@ -941,9 +968,10 @@ static int settle(struct sess *s, char *why, size_t wn)
 		snprintf(why, wn, "helper %d gone: %s", (int)s->pid, strerror(errno));
 		return -1;
 	}
-	if (v != (uint64_t)(s->base_fds + s->held)) {
-		snprintf(why, wn, "helper holds %" PRIu64 " fds, want %d (baseline %d + %d devices)",
-			 v, s->base_fds + s->held, s->base_fds, s->held);
+	if (v != (uint64_t)(s->base_fds + FDS_PER_DEVICE * s->held)) {
+		snprintf(why, wn, "helper holds %" PRIu64 " fds, want %d (baseline %d + %d per device, %d devices)",
+			 v, s->base_fds + FDS_PER_DEVICE * s->held, s->base_fds,
+			 FDS_PER_DEVICE, s->held);
 		return -1;
 	}
 	v = ask_val(B_ATTACHED, 0, g.image);
@@ -1400,7 +1428,7 @@ static void sc_version(struct sess *s)
 
 static void sc_unknown_op(struct sess *s)
 {
-	static const uint16_t bare[] = { 0, 5, 6, 0x7f, 0x80, 0x85, 0xfe, 0x100, 0x8001, 0xffff };
+	static const uint16_t bare[] = { 0, 7, 8, 0x7f, 0x80, 0x87, 0xfe, 0x100, 0x8001, 0xffff };
 	uint8_t body[LFD_ERROR_SIZE];
 	int img = open_image(O_RDWR);
 	struct lfd_msg m;
@@ -1428,6 +1456,14 @@ static void sc_unknown_op(struct sess *s)
 	len = encode(g_buf, &m);
 	p = pkt(g_buf, len, NULL, 0);
 	run_case(s, "op-release-reply", &p, R(LFD_R_UNKNOWN_OP), seq);
+
+	seq = ++s->seq;
+	msg_init(&m, LFD_OP_RELEASE_BATCH | LFD_REPLY, seq);
+	m.u.release_batch_rep.count = 1;
+	m.u.release_batch_rep.out[0].id = 1;
+	len = encode(g_buf, &m);
+	p = pkt(g_buf, len, NULL, 0);
+	run_case(s, "op-release-batch-reply", &p, R(LFD_R_UNKNOWN_OP), seq);
 
 	seq = ++s->seq;
 	msg_init(&m, LFD_OP_LIST | LFD_REPLY, seq);
@@ -1484,8 +1520,9 @@ static int fds_unchanged(struct sess *s, const char *name)
 {
 	uint64_t v;
 
-	if (fds_of(s, &v) < 0 || v != (uint64_t)(s->base_fds + s->held)) {
-		fail(name, "helper fds %" PRIu64 ", want %d", v, s->base_fds + s->held);
+	if (fds_of(s, &v) < 0 || v != (uint64_t)(s->base_fds + FDS_PER_DEVICE * s->held)) {
+		fail(name, "helper fds %" PRIu64 ", want %d", v,
+		     s->base_fds + FDS_PER_DEVICE * s->held);
 		return -1;
 	}
 	return 0;
@@ -1567,6 +1604,8 @@ static size_t wire_body_size(uint16_t op, uint64_t *st)
 	case LFD_OP_LIST:			return 0;
 	case LFD_OP_LIST | LFD_REPLY:		return LFD_LIST_HEAD_SIZE + LFD_DEVICE_SIZE * (rnd(st) % 3);
 	case LFD_OP_ERROR:			return LFD_ERROR_SIZE;
+	case LFD_OP_ATTACH_BATCH:		return LFD_BATCH_HEAD_SIZE + LFD_ATTACH_REQ_SIZE * (rnd(st) % 3);
+	case LFD_OP_RELEASE_BATCH:		return LFD_BATCH_HEAD_SIZE + LFD_RELEASE_ID_SIZE * (rnd(st) % 3);
 	default:				return rnd(st) % 64;
 	}
 }
@@ -1618,7 +1657,8 @@ static size_t random_valid(uint64_t *st, uint8_t *b)
 static size_t random_msg(uint64_t *st, uint8_t *b)
 {
 	static const uint16_t ops[] = {
-		0, 1, 2, 3, 4, 5, 0x80, 0x81, 0x82, 0x83, 0x84, 0xfe, 0xff, 0xffff,
+		0, 1, 2, 3, 4, 5, 6, 7, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86,
+		0xfe, 0xff, 0xffff,
 	};
 	size_t len, blen, i, flips;
 	uint16_t op;
@@ -1637,6 +1677,8 @@ static size_t random_msg(uint64_t *st, uint8_t *b)
 		raw_msg(b, LFD_MAGIC, 1, op, (uint32_t)rnd(st), (uint32_t)blen, NULL, 0);
 		if (op == LFD_OP_LIST + LFD_REPLY && blen >= 4 && rnd(st) % 2)
 			le32(b + LFD_HEADER_SIZE, (uint32_t)((blen - 8) / LFD_DEVICE_SIZE));
+		if (op == LFD_OP_RELEASE_BATCH && blen >= 8 && rnd(st) % 2)
+			le32(b + LFD_HEADER_SIZE, (uint32_t)((blen - 8) / LFD_RELEASE_ID_SIZE));
 		return LFD_HEADER_SIZE + blen;
 	case 2:		/* a valid message with a few bytes changed */
 		len = random_valid(st, b);
@@ -1679,7 +1721,12 @@ static unsigned predict(const uint8_t *b, size_t len, uint32_t *seq)
 	case LFD_OP_LIST:
 		return R_SERVED;
 	case LFD_OP_ATTACH | LFD_REPLY:
+	case LFD_OP_ATTACH_BATCH | LFD_REPLY:
 		return R(LFD_R_UNKNOWN_OP) | R(LFD_R_FD_COUNT);
+	case LFD_OP_ATTACH_BATCH:	/* 1 .. 64 entries, and no fd sent */
+		return R(LFD_R_FD_COUNT);
+	case LFD_OP_RELEASE_BATCH:	/* each id unknown, or refused whole */
+		return R_SERVED | R(LFD_R_BAD_OPTION);
 	default:
 		return R(LFD_R_UNKNOWN_OP);
 	}
@@ -1955,6 +2002,27 @@ static char *dir_of(const char *path, char *buf, size_t n)
 
 /* The fd of a root-only file, opened read-only by root and handed over:
  * the read-only fd is the access granted, never more. */
+/* --grant on a read-only attachment is refused: the owner of a node may
+ * open it read-write, whatever the device's read-only flag, and reach
+ * LOOP_SET_STATUS64 (partition scan, direct I/O) past the policy. */
+static void rootro_grant(struct sess *s, const char *name)
+{
+	uint32_t seq;
+	struct pkt p;
+	size_t len;
+	int fd;
+
+	if (ask(B_OPEN, 0, g.rootfile, O_RDONLY, NULL, &fd) < 0 || fd < 0) {
+		fail(name, "broker cannot open %s: %s", g.rootfile, strerror(errno));
+		return;
+	}
+	seq = ++s->seq;
+	len = enc_attach(g_buf, seq, LFD_ATTACH_GRANT, 0, 0, 0);
+	p = pkt(g_buf, len, &fd, 1);
+	run_case(s, name, &p, R(LFD_R_BAD_OPTION), seq);
+	close(fd);
+}
+
 static void rootro(struct sess *s, uint32_t flags, const char *name)
 {
 	char devpath[32], why[512];
@@ -2105,7 +2173,7 @@ static void sc_backing(struct sess *s)
 	if (g.rootfile) {
 		rootro(s, 0, "backing-root-only-file-read-only-fd");
 		if (s->features & LFD_FEAT_GRANT)
-			rootro(s, LFD_ATTACH_GRANT, "backing-root-only-file-read-only-fd-grant");
+			rootro_grant(s, "backing-root-only-file-read-only-fd-grant");
 	}
 	if (g.mode == MODE_SPAWN)
 		peer_end();
@@ -2487,6 +2555,365 @@ out:
 	close(img);
 }
 
+/* ---- scenario: batches ------------------------------------------------------------------- */
+
+static size_t enc_attach_batch(uint8_t *b, uint32_t seq, uint32_t n,
+			       const uint32_t *flags)
+{
+	struct lfd_msg m;
+	uint32_t i;
+
+	msg_init(&m, LFD_OP_ATTACH_BATCH, seq);
+	m.u.attach_batch_req.count = n;
+	for (i = 0; i < n; i++)
+		m.u.attach_batch_req.e[i].flags = flags ? flags[i] : 0;
+	return encode(b, &m);
+}
+
+static size_t enc_release_batch(uint8_t *b, uint32_t seq, uint32_t n,
+				const uint32_t *ids, uint32_t timeout)
+{
+	struct lfd_msg m;
+
+	msg_init(&m, LFD_OP_RELEASE_BATCH, seq);
+	m.u.release_batch_req.count = n;
+	m.u.release_batch_req.timeout_ms = timeout;
+	memcpy(m.u.release_batch_req.id, ids, n * sizeof(*ids));
+	return encode(b, &m);
+}
+
+/* A batch header with any count and count_bytes bytes of zero entries. */
+static size_t raw_batch(uint8_t *b, uint16_t op, uint32_t seq, uint32_t count,
+			size_t entry_bytes)
+{
+	uint8_t body[LFD_BATCH_HEAD_SIZE + 65 * LFD_ATTACH_REQ_SIZE] = { 0 };
+	size_t blen = LFD_BATCH_HEAD_SIZE + entry_bytes;
+
+	if (blen > sizeof(body))
+		die("raw_batch: %zu bytes", blen);
+	le32(body, count);
+	return raw_msg(b, LFD_MAGIC, 1, op, seq, (uint32_t)blen, body, blen);
+}
+
+/* The reply's fds are the devices it names, in order. */
+static int batch_fds_match(const struct lfd_msg *m, const int *fds, int nfds,
+			   char *why, size_t wn)
+{
+	struct stat st;
+	int i;
+
+	if (nfds != (int)m->u.attach_batch_rep.count) {
+		snprintf(why, wn, "%d fds for %u devices", nfds, m->u.attach_batch_rep.count);
+		return -1;
+	}
+	for (i = 0; i < nfds; i++) {
+		const struct lfd_device *d = &m->u.attach_batch_rep.dev[i];
+
+		if (fstat(fds[i], &st) < 0 || !S_ISBLK(st.st_mode) ||
+		    st.st_rdev != makedev(d->major, d->minor)) {
+			snprintf(why, wn, "fd %d is not /dev/loop%u", i, d->index);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* A batch of n attaches of fds that must be served; ids in ids[]. */
+static int attach_batch_ok(struct sess *s, const char *name, const int *fds,
+			   uint32_t n, const uint32_t *flags, uint32_t *ids)
+{
+	struct lfd_msg m;
+	uint32_t seq = ++s->seq, i;
+	size_t len = enc_attach_batch(g_buf, seq, n, flags);
+	struct pkt p = pkt(g_buf, len, fds, (int)n);
+	int got[LFD_MAX_BATCH], nfds = 0, rc = 0;
+	char why[256] = "";
+
+	if (send_pkt(s->sock, &p, 0) < 0 || get_reply_fds(s, &m, got, NULL, &nfds) < 0) {
+		fail(name, "attach batch: %s", strerror(errno));
+		return -1;
+	}
+	if (m.op != (LFD_OP_ATTACH_BATCH | LFD_REPLY) || m.seq != seq ||
+	    m.u.attach_batch_rep.count != n) {
+		fail(name, "attach batch of %u answered op %#x (%s: %s)", n, m.op,
+		     m.op == LFD_OP_ERROR ? rname(m.u.error.reason) : "-",
+		     m.op == LFD_OP_ERROR ? m.u.error.text : "");
+		rc = -1;
+	} else if (batch_fds_match(&m, got, nfds, why, sizeof(why)) < 0) {
+		fail(name, "%s", why);
+		rc = -1;
+	}
+	for (i = 0; i < (uint32_t)nfds && i < LFD_MAX_BATCH; i++)
+		close(got[i]);
+	for (i = 0; m.op == (LFD_OP_ATTACH_BATCH | LFD_REPLY) &&
+		    i < m.u.attach_batch_rep.count; i++) {
+		held_add(s, m.u.attach_batch_rep.dev[i].id, &g.image_devs);
+		if (ids)
+			ids[i] = m.u.attach_batch_rep.dev[i].id;
+	}
+	if (rc == 0 && settle(s, why, sizeof(why)) < 0) {
+		fail(name, "served, but then: %s", why);
+		return -1;
+	}
+	if (rc == 0)
+		ok(name, "%u devices and %u fds in one reply", n, n);
+	return rc;
+}
+
+/* A release batch that must be served with the outcome want[i] for ids[i];
+ * the devices released (or gone busy) leave the session. */
+static int release_batch_check(struct sess *s, const char *name, const uint32_t *ids,
+			       uint32_t n, const uint32_t *want)
+{
+	static struct lfd_msg m;
+	uint32_t seq = ++s->seq, i;
+	size_t len = enc_release_batch(g_buf, seq, n, ids, 1000);
+	struct pkt p = pkt(g_buf, len, NULL, 0);
+	char why[256];
+	int rc = 0;
+
+	if (send_pkt(s->sock, &p, 0) < 0 || get_reply(s, &m, NULL, NULL, NULL) < 0) {
+		fail(name, "release batch: %s", strerror(errno));
+		return -1;
+	}
+	if (m.op != (LFD_OP_RELEASE_BATCH | LFD_REPLY) || m.seq != seq ||
+	    m.u.release_batch_rep.count != n) {
+		fail(name, "release batch answered op %#x (%s: %s)", m.op,
+		     m.op == LFD_OP_ERROR ? rname(m.u.error.reason) : "-",
+		     m.op == LFD_OP_ERROR ? m.u.error.text : "");
+		return -1;
+	}
+	for (i = 0; i < n; i++) {
+		const struct lfd_release_outcome *o = &m.u.release_batch_rep.out[i];
+
+		if (o->id != ids[i] || o->reason != want[i] ||
+		    (o->reason != LFD_R_NONE && (o->text[0] == '\0' ||
+						 o->err != spec_errno(o->reason)))) {
+			fail(name, "entry %u: id %u reason %s errno %d '%s', want id %u %s",
+			     i, o->id, rname(o->reason), o->err, o->text, ids[i], rname(want[i]));
+			rc = -1;
+		}
+		if (o->reason == LFD_R_NONE)
+			held_drop(s, ids[i]);
+	}
+	if (rc == 0 && settle(s, why, sizeof(why)) < 0) {
+		fail(name, "served, but then: %s", why);
+		return -1;
+	}
+	if (rc == 0)
+		ok(name, "%u outcomes, each as the spec says", n);
+	return rc;
+}
+
+/* A batch attach that must fail at entry k with reason want: the error
+ * names the entry, and nothing is left attached (settle: no device on the
+ * image, the helper's fds at their baseline, so every device of the
+ * batch, its fd and every received fd are gone). */
+static void batch_fails_at(struct sess *s, const char *name, const int *fds,
+			   uint32_t n, const uint32_t *flags, uint32_t k, unsigned want)
+{
+	struct lfd_msg m;
+	uint32_t seq = ++s->seq;
+	size_t len = enc_attach_batch(g_buf, seq, n, flags);
+	struct pkt p = pkt(g_buf, len, fds, (int)n);
+	char why[512], prefix[32];
+	int outcome = exchange(s, &p, want, seq, &m, why, sizeof(why));
+
+	if (outcome < 0) {
+		fail(name, "%s", why);
+		return;
+	}
+	snprintf(prefix, sizeof(prefix), "entry %u: ", k);
+	if (strncmp(m.u.error.text, prefix, strlen(prefix)) != 0) {
+		fail(name, "the error does not name entry %u: '%s'", k, m.u.error.text);
+		return;
+	}
+	if (settle(s, why, sizeof(why)) < 0) {
+		fail(name, "reason %s, but then: %s", rname((uint32_t)outcome), why);
+		return;
+	}
+	ok(name, "reason %s at entry %u, nothing left attached", rname((uint32_t)outcome), k);
+}
+
+/* Wrong counts: of fds against the body, of the body against itself, N
+ * of 0 and over the bound.  Nothing is attached, every fd is closed. */
+static void batch_counts(struct sess *s, int img)
+{
+	int many[LFD_RECV_MAX_FDS], i;
+	uint32_t seq;
+	struct pkt p;
+	size_t len;
+
+	for (i = 0; i < LFD_RECV_MAX_FDS; i++)
+		many[i] = img;
+	/* (each case encodes anew: settle's LIST reuses g_buf) */
+	seq = ++s->seq;
+	len = enc_attach_batch(g_buf, seq, 2, NULL);
+	p = pkt(g_buf, len, many, 1);
+	run_case(s, "batch-attach-2-entries-1-fd", &p, R(LFD_R_FD_COUNT), seq);
+	seq = ++s->seq;
+	len = enc_attach_batch(g_buf, seq, 2, NULL);
+	p = pkt(g_buf, len, many, 3);
+	run_case(s, "batch-attach-2-entries-3-fds", &p, R(LFD_R_FD_COUNT), seq);
+	seq = ++s->seq;
+	len = enc_attach_batch(g_buf, seq, 2, NULL);
+	p = pkt(g_buf, len, NULL, 0);
+	run_case(s, "batch-attach-2-entries-no-fd", &p, R(LFD_R_FD_COUNT), seq);
+	seq = ++s->seq;
+	len = enc_attach_batch(g_buf, seq, LFD_MAX_BATCH, NULL);
+	p = pkt(g_buf, len, many, LFD_RECV_MAX_FDS);
+	run_case(s, "batch-attach-64-entries-253-fds", &p, R(LFD_R_FD_COUNT), seq);
+
+	seq = ++s->seq;
+	len = raw_batch(g_buf, LFD_OP_ATTACH_BATCH, seq, 0, 0);
+	p = pkt(g_buf, len, NULL, 0);
+	run_case(s, "batch-attach-n-0", &p, R(LFD_R_MALFORMED), seq);
+	seq = ++s->seq;
+	len = raw_batch(g_buf, LFD_OP_ATTACH_BATCH, seq, 0, 0);
+	p = pkt(g_buf, len, many, 1);
+	run_case(s, "batch-attach-n-0-with-fd", &p, R(LFD_R_MALFORMED), seq);
+	seq = ++s->seq;
+	len = raw_batch(g_buf, LFD_OP_ATTACH_BATCH, seq, LFD_MAX_BATCH + 1,
+			(LFD_MAX_BATCH + 1) * LFD_ATTACH_REQ_SIZE);
+	p = pkt(g_buf, len, many, LFD_MAX_BATCH + 1);
+	run_case(s, "batch-attach-n-65-with-65-fds", &p, R(LFD_R_MALFORMED), seq);
+	seq = ++s->seq;
+	len = raw_batch(g_buf, LFD_OP_ATTACH_BATCH, seq, 3, 2 * LFD_ATTACH_REQ_SIZE);
+	p = pkt(g_buf, len, many, 3);
+	run_case(s, "batch-attach-count-3-body-2", &p, R(LFD_R_MALFORMED), seq);
+
+	seq = ++s->seq;
+	len = raw_batch(g_buf, LFD_OP_RELEASE_BATCH, seq, 0, 0);
+	p = pkt(g_buf, len, NULL, 0);
+	run_case(s, "batch-release-n-0", &p, R(LFD_R_MALFORMED), seq);
+	seq = ++s->seq;
+	len = raw_batch(g_buf, LFD_OP_RELEASE_BATCH, seq, LFD_MAX_BATCH + 1,
+			(LFD_MAX_BATCH + 1) * LFD_RELEASE_ID_SIZE);
+	p = pkt(g_buf, len, NULL, 0);
+	run_case(s, "batch-release-n-65", &p, R(LFD_R_MALFORMED), seq);
+	seq = ++s->seq;
+	len = enc_release_batch(g_buf, seq, 1, (const uint32_t[]){ 1 }, 1000);
+	p = pkt(g_buf, len, many, 1);
+	run_case(s, "batch-release-with-fd", &p, R(LFD_R_FD_COUNT), seq);
+	seq = ++s->seq;
+	len = enc_release_batch(g_buf, seq, 1, (const uint32_t[]){ 1 },
+				LFD_MAX_TIMEOUT_MS + 1);
+	p = pkt(g_buf, len, NULL, 0);
+	run_case(s, "batch-release-timeout-over-max", &p, R(LFD_R_BAD_OPTION), seq);
+}
+
+/* Ids: duplicates refuse the whole request; unknown ones and another
+ * session's are per-device outcomes that do not stop the others. */
+static void batch_ids(struct sess *s, int img)
+{
+	int fds[3] = { img, img, img };
+	uint32_t ids[4], bids[2], dup[3], want[4], seq;
+	struct sess b;
+	char why[512];
+	struct pkt p;
+	size_t len;
+
+	if (attach_batch_ok(s, "batch-attach-3", fds, 3, NULL, ids) < 0)
+		return;
+	dup[0] = ids[0];
+	dup[1] = ids[1];
+	dup[2] = ids[0];
+	seq = ++s->seq;
+	len = enc_release_batch(g_buf, seq, 3, dup, 1000);
+	p = pkt(g_buf, len, NULL, 0);
+	run_case(s, "batch-release-duplicate-ids-nothing-released", &p,
+		 R(LFD_R_BAD_OPTION), seq);
+	ids[3] = ids[2];
+	ids[2] = 0xdead;
+	want[0] = want[1] = want[3] = LFD_R_NONE;
+	want[2] = LFD_R_UNKNOWN_DEVICE;
+	release_batch_check(s, "batch-release-unknown-id-among-3", ids, 4, want);
+
+	if (session_open(&b, "batch-session-b") < 0)
+		return;
+	if (attach_batch_ok(&b, "batch-session-b-attach-2", fds, 2, NULL, bids) == 0) {
+		want[0] = want[1] = LFD_R_UNKNOWN_DEVICE;
+		if (release_batch_check(s, "batch-release-other-sessions-ids", bids, 2,
+					want) == 0 && settle(&b, why, sizeof(why)) < 0)
+			fail("batch-release-other-sessions-ids", "session B: %s", why);
+		want[0] = want[1] = LFD_R_NONE;
+		release_batch_check(&b, "batch-session-b-releases-its-own", bids, 2, want);
+	}
+	session_close(&b, "batch-session-b");
+}
+
+/* Entry k fails: the entries before it were attached (a grant too) and
+ * must be gone before the error reply. */
+static void batch_failures(struct sess *s, int img)
+{
+	char dir[PATH_MAX];
+	int ro = open_image(O_RDONLY);
+	int d = open(dir_of(g.image, dir, sizeof(dir)), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int fds[4] = { img, img, d, img };
+	uint32_t flags[4] = { 0, 0, 0, 0 }, grant[4] = { LFD_ATTACH_GRANT,
+							 LFD_ATTACH_GRANT, 0, 0 };
+
+	if (d < 0)
+		die("%s: %s", dir, strerror(errno));
+	batch_fails_at(s, "batch-fails-at-entry-2-directory", fds, 4, flags, 2,
+		       R(LFD_R_BACKING_KIND));
+	fds[2] = img;
+	flags[3] = 0x100;
+	batch_fails_at(s, "batch-fails-at-last-entry-unknown-flag", fds, 4, flags, 3,
+		       R(LFD_R_BAD_OPTION));
+	flags[3] = 0;
+	fds[1] = ro;
+	flags[1] = LFD_ATTACH_GRANT;
+	batch_fails_at(s, "batch-fails-at-entry-1-read-only-grant", fds, 2, flags, 1,
+		       R(LFD_R_BAD_OPTION) | R(LFD_R_FORBIDDEN_OPTION));
+	if (s->features & LFD_FEAT_GRANT) {
+		fds[1] = img;
+		fds[2] = d;
+		batch_fails_at(s, "batch-fails-after-2-grants", fds, 3, grant, 2,
+			       R(LFD_R_BACKING_KIND));
+	}
+	close(ro);
+	close(d);
+}
+
+static void sc_batch(struct sess *s)
+{
+	int img = open_image(O_RDWR);
+
+	if (!(s->features & LFD_FEAT_BATCH))
+		fail("batch", "hello does not say LFD_FEAT_BATCH (features %#x)", s->features);
+	batch_counts(s, img);
+	batch_ids(s, img);
+	batch_failures(s, img);
+	close(img);
+}
+
+/* Under "max-devices-per-user 3": a batch of 5 fails at entry 3 and gives
+ * back the slots of entries 0-2, so that a batch of 3 is served next. */
+static void sc_batch_limit(struct sess *s)
+{
+	int img = open_image(O_RDWR);
+	int fds[5] = { img, img, img, img, img };
+	uint32_t ids[3], want[3] = { LFD_R_NONE, LFD_R_NONE, LFD_R_NONE };
+
+	if (s->max_devices != 3) {
+		fail("batch-limit", "hello says max_devices %u: configure "
+		     "max-devices-per-user 3", s->max_devices);
+		goto out;
+	}
+	batch_fails_at(s, "batch-limit-fails-at-entry-3", fds, 5, NULL, 3,
+		       R(LFD_R_QUOTA_USER));
+	if (attach_batch_ok(s, "batch-limit-every-slot-returned", fds, 3, NULL, ids) < 0)
+		goto out;
+	batch_fails_at(s, "batch-limit-one-more-fails-at-entry-0", fds, 1, NULL, 0,
+		       R(LFD_R_QUOTA_USER));
+	release_batch_check(s, "batch-limit-release-3", ids, 3, want);
+	if (attach_batch_ok(s, "batch-limit-slots-free-after-release", fds, 3, NULL, ids) == 0)
+		release_batch_check(s, "batch-limit-release-3-again", ids, 3, want);
+out:
+	close(img);
+}
+
 /* ---- main ------------------------------------------------------------------------------------ */
 
 static const struct scenario {
@@ -2507,6 +2934,8 @@ static const struct scenario {
 	{ "release-ids", sc_release_ids },
 	{ "backing", sc_backing },
 	{ "limit", sc_limit },
+	{ "batch", sc_batch },
+	{ "batch-limit", sc_batch_limit },
 	{ "rlimit", sc_rlimit },
 	{ "noread", sc_noread },
 	{ "sockopts", sc_sockopts },

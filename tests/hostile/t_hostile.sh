@@ -79,7 +79,7 @@ raw_bg noread-listen -p $noread_pid connect "$T/noread.sock" noread
 nr_listen=$!; remember_pid $nr_listen
 
 COMMON="fds truncated oversized zero-length magic reserved version unknown-op
-	no-hello random numbers release-ids backing rlimit"
+	no-hello random numbers release-ids backing rlimit batch"
 rc=0; raw spawn spawn "$HELPER" $COMMON sockopts nonblock || rc=$?
 report spawn $rc
 rc=0; raw listen -p $listen_pid connect "$T/listen.sock" $COMMON flood || rc=$?
@@ -94,11 +94,11 @@ report noread-listen $rc
 
 # Attaches past the per-user limit, read by each new session.
 write_config "max-devices-per-user 3"
-rc=0; raw limit-spawn spawn "$HELPER" limit || rc=$?
+rc=0; raw limit-spawn spawn "$HELPER" limit batch-limit || rc=$?
 report limit-spawn $rc
-rc=0; raw limit-listen -p $listen_pid connect "$T/listen.sock" limit || rc=$?
+rc=0; raw limit-listen -p $listen_pid connect "$T/listen.sock" limit batch-limit || rc=$?
 report limit-listen $rc
-rc=0; raw limit-systemd -p $act_pid connect "$T/act.sock" limit || rc=$?
+rc=0; raw limit-systemd -p $act_pid connect "$T/act.sock" limit batch-limit || rc=$?
 report limit-systemd $rc
 remove_config
 

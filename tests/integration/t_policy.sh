@@ -38,6 +38,32 @@ expect_refusal "world-writable config" "writable"
 write_config "alow-grant yes"
 expect_refusal "typo in a keyword" "unknown keyword 'alow-grant'"
 
+# A policy the caller cannot read: its parse error must not quote it to the
+# caller (nor to the setuid helper's stderr, which is the caller's); root
+# gets the words from --check-config.
+write_config "allow-users secret-word-8231"
+chmod 0600 "$LOOPFD_CONF"
+expect_refusal "root-only config with an unknown user" "is not a valid policy file"
+if grep -q "secret-word-8231" "$T/err"; then
+	fail "a root-only policy was quoted to the caller: $(cat "$T/err")"
+fi
+"$HELPER" --check-config > "$T/check" 2>&1 && fail "--check-config passed an invalid policy"
+grep -q "unknown user 'secret-word-8231'" "$T/check" || fail "--check-config: $(cat "$T/check")"
+# The same file readable by all: the caller may see the problem itself.
+chmod 0644 "$LOOPFD_CONF"
+expect_refusal "readable config with an unknown user" "unknown user 'secret-word-8231'"
+
+# The directories above it count: one the caller could write to means a
+# policy (or its absence) anyone could have chosen.  Sticky (/tmp) is fine.
+remove_config
+confdir=$(dirname "$LOOPFD_CONF")
+chmod 0777 "$confdir"
+expect_refusal "missing config in a world-writable directory" "directory $confdir"
+chmod 01777 "$confdir"
+as_nobody "$LOOPFD" run "$T/img" -- true || fail "config directory 01777 (sticky) refused"
+chmod 0755 "$confdir"
+"$HELPER" --check-config | grep -q "missing: the defaults" || fail "--check-config without a file"
+
 write_config "allow-grant yes"
 chmod 0000 "$LOOPFD_CONF"
 mv "$LOOPFD_CONF" "$LOOPFD_CONF.real"; mkdir "$LOOPFD_CONF"
@@ -73,7 +99,7 @@ as_nobody "$LOOPFD" run "$T/i3.img" -- true 2> "$T/err" || { cat "$T/err"; fail 
 
 # The same slots are counted whatever the mode: with 2 devices held through
 # setuid sessions, a daemon-mode attach by the same user is refused too.  And
-# killing the helper (root can) frees its slots just like a client's death.
+# killing the helper (root can) keeps its slots until its devices are gone.
 "$HELPER" --listen "$T/sock" 2> "$T/daemon.log" &
 remember_pid $!
 wait_until 5 test -S "$T/sock" || fail "daemon did not start"
@@ -86,14 +112,23 @@ if as_nobody "$LOOPFD" run --socket "$T/sock" "$T/i3.img" -- true 2> "$T/err"; t
 	fail "per-user limit not enforced across setuid and daemon modes"
 fi
 grep -q "per-user limit" "$T/err" || fail "cross-mode limit message: $(cat "$T/err")"
+# Root kills the session process: its guard keeps the slots while the
+# devices stay attached through the COMMAND's fds (before the guard, a
+# killed helper let the user attach past its limit).
 pkill -KILL -P "$(cat "$T/held")" -x loopfd-helper || fail "no setuid helper to kill"
-wait_until 10 sh -c "as_nobody() { setpriv --reuid=$NOBODY --regid=$NOBODY --clear-groups -- \"\$@\"; }; as_nobody '$LOOPFD' run --socket '$T/sock' '$T/i3.img' -- true 2>/dev/null" \
-	|| fail "slots of a SIGKILLed helper were not freed"
+sleep 1.5
+if as_nobody "$LOOPFD" run --socket "$T/sock" "$T/i3.img" -- true 2> "$T/err"; then
+	fail "slots of a SIGKILLed helper freed while its devices were still attached"
+fi
+grep -q "per-user limit" "$T/err" || fail "limit after the helper's death: $(cat "$T/err")"
 pkill -KILL -u $NOBODY -xf "sleep 31.5" || true
 wait "$holder" 2>/dev/null || true
-# Devices of the killed helper had AUTOCLEAR: gone once their last opener is.
+# Devices of the killed helper had AUTOCLEAR: gone once their last opener is;
+# the guard sees it and frees the slots.
 wait_until 15 sh -c "[ -z \"\$(losetup -j '$T/i1.img')\$(losetup -j '$T/i2.img')\" ]" \
 	|| fail "devices of a killed helper not detached after their holder exited"
+wait_until 10 sh -c "as_nobody() { setpriv --reuid=$NOBODY --regid=$NOBODY --clear-groups -- \"\$@\"; }; as_nobody '$LOOPFD' run --socket '$T/sock' '$T/i3.img' -- true 2>/dev/null" \
+	|| fail "slots of a SIGKILLed helper not freed after its devices detached"
 
 # A system-wide limit: one device for everyone; root is refused while uid
 # 65534 holds it, with a message saying which limit.

@@ -497,12 +497,13 @@ static int
 hygiene_steps(void)
 {
 	const int keep[] = { PROBE_KEPT_FD };
+	const char *limit_name;
 
 	if (sb_ensure_stdio() == -1)
 		return -1;
 	if (sb_close_fds_except(keep, 1) == -1)
 		return -1;
-	if (sb_reset_signals() == -1 || sb_reset_limits() == -1)
+	if (sb_reset_signals() == -1 || sb_reset_limits(&limit_name) == -1)
 		return -1;
 	if (sb_reset_environment() == -1 || sb_reset_process() == -1)
 		return -1;

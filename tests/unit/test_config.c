@@ -171,16 +171,37 @@ static void test_load_file_checks(void **state)
 	assert_non_null(mkdtemp(dir));
 	snprintf(path, sizeof(path), "%s/loopfd.conf", dir);
 
-	/* missing file: defaults */
+	if (getuid() != 0) {
+		/* a directory of the test user's: nothing in it is trusted,
+		 * not even a missing file */
+		assert_int_equal(config_load(path, &p, err, sizeof(err)), -1);
+		assert_non_null(strstr(err, "must be a directory owned by root"));
+		rmdir(dir);
+		return;
+	}
+	/* missing file in trusted directories: defaults */
 	assert_int_equal(config_load(path, &p, err, sizeof(err)), 0);
 	assert_int_equal(p.max_per_user, 16);
+	/* ... but not in a world-writable directory, missing or not */
+	chmod(dir, 0777);
+	assert_int_equal(config_load(path, &p, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, dir));
+	assert_non_null(strstr(err, "mode 0777"));
+	/* sticky (like /tmp) is fine: only root renames root's entries */
+	chmod(dir, 01777);
+	assert_int_equal(config_load(path, &p, err, sizeof(err)), 0);
+	assert_int_equal(chown(dir, 65534, 65534), 0);
+	assert_int_equal(config_load(path, &p, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "uid 65534"));
+	assert_int_equal(chown(dir, 0, 0), 0);
+	chmod(dir, 0700);
 
 	f = fopen(path, "w");
 	assert_non_null(f);
 	fputs("max-devices-per-user 3\n", f);
 	fclose(f);
 	chmod(path, 0644);
-	if (getuid() == 0) {
+	{
 		assert_int_equal(chown(path, 0, 0), 0);
 		assert_int_equal(config_load(path, &p, err, sizeof(err)), 0);
 		assert_int_equal(p.max_per_user, 3);
@@ -207,6 +228,15 @@ static void test_load_file_checks(void **state)
 	assert_int_equal(symlink("/etc/hostname", path), 0);
 	assert_int_equal(config_load(path, &p, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "cannot open"));
+	unlink(path);
+	/* a parse error quotes the file: marked for the log only */
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("allow-users secret-token-xyz\n", f);
+	fclose(f);
+	chmod(path, 0600);
+	assert_int_equal(config_load(path, &p, err, sizeof(err)), CONFIG_ERR_CONTENTS);
+	assert_non_null(strstr(err, "secret-token-xyz"));
 	unlink(path);
 	rmdir(dir);
 }

@@ -256,6 +256,167 @@ static void test_fds_and_reasons(void **state)
 	assert_string_equal(lfd_reason_name((enum lfd_reason)999), "unknown reason");
 }
 
+/* ---- batch ops ---------------------------------------------------------- */
+
+static size_t encode_big(const struct lfd_msg *m, uint8_t *buf)
+{
+	size_t n = lfd_encode(m, buf, LFD_MAX_REPLY);
+
+	assert_true(n >= LFD_HEADER_SIZE);
+	return n;
+}
+
+static void test_attach_batch_layout(void **state)
+{
+	uint8_t buf[LFD_MAX_REPLY];
+	struct lfd_msg m, out;
+	size_t n;
+
+	(void)state;
+	base(&m, LFD_OP_ATTACH_BATCH);
+	m.u.attach_batch_req.count = 2;
+	m.u.attach_batch_req.e[1].flags = LFD_ATTACH_READ_ONLY;
+	m.u.attach_batch_req.e[1].sector_size = 4096;
+	m.u.attach_batch_req.e[1].offset = 0x0102030405060708ull;
+	n = encode_big(&m, buf);
+	assert_int_equal(n, LFD_HEADER_SIZE + LFD_BATCH_HEAD_SIZE +
+			 2 * LFD_ATTACH_REQ_SIZE);
+	assert_int_equal(buf[6], LFD_OP_ATTACH_BATCH);
+	assert_int_equal(buf[16], 2);			/* count */
+	assert_int_equal(buf[20], 0);			/* reserved */
+	assert_int_equal(buf[24 + 32], LFD_ATTACH_READ_ONLY);
+	assert_int_equal(buf[24 + 32 + 5], 0x10);	/* 4096 */
+	assert_int_equal(buf[24 + 32 + 8], 0x08);	/* offset, little-endian */
+	assert_int_equal(lfd_decode(buf, n, &out), LFD_R_NONE);
+	assert_int_equal(out.u.attach_batch_req.count, 2);
+	assert_int_equal(out.u.attach_batch_req.e[1].offset, 0x0102030405060708ull);
+	assert_int_equal(lfd_fds_for_msg(&out), 2);
+	assert_int_equal(lfd_fds_for_op(LFD_OP_ATTACH_BATCH), -1);
+
+	base(&m, LFD_OP_ATTACH_BATCH | LFD_REPLY);
+	m.u.attach_batch_rep.count = LFD_MAX_BATCH;
+	m.u.attach_batch_rep.dev[63].id = 99;
+	n = encode_big(&m, buf);
+	assert_int_equal(n, 16 + 8 + 64 * LFD_DEVICE_SIZE);
+	assert_true(n <= LFD_MAX_MSG);
+	assert_int_equal(lfd_decode(buf, n, &out), LFD_R_NONE);
+	assert_int_equal(out.u.attach_batch_rep.dev[63].id, 99);
+	assert_int_equal(lfd_fds_for_msg(&out), 64);
+}
+
+static void test_release_batch_layout(void **state)
+{
+	uint8_t buf[LFD_MAX_REPLY];
+	struct lfd_msg m, out;
+	size_t n;
+
+	(void)state;
+	base(&m, LFD_OP_RELEASE_BATCH);
+	m.u.release_batch_req.count = 3;
+	m.u.release_batch_req.timeout_ms = 0x11223344;
+	m.u.release_batch_req.id[2] = 0x55;
+	n = encode_big(&m, buf);
+	assert_int_equal(n, 16 + 8 + 3 * 4);
+	assert_int_equal(buf[20], 0x44);		/* timeout, not reserved */
+	assert_int_equal(buf[24 + 8], 0x55);
+	assert_int_equal(lfd_decode(buf, n, &out), LFD_R_NONE);
+	assert_int_equal(out.u.release_batch_req.timeout_ms, 0x11223344);
+	assert_int_equal(lfd_fds_for_msg(&out), 0);
+
+	/* The largest reply there is: 64 outcomes of 256 bytes. */
+	base(&m, LFD_OP_RELEASE_BATCH | LFD_REPLY);
+	m.u.release_batch_rep.count = LFD_MAX_BATCH;
+	m.u.release_batch_rep.out[5].reason = LFD_R_BUSY;
+	m.u.release_batch_rep.out[5].err = 16;
+	strcpy(m.u.release_batch_rep.out[5].text, "busy");
+	n = encode_big(&m, buf);
+	assert_int_equal(n, LFD_MAX_REPLY);
+	assert_int_equal(buf[24 + 5 * 256 + 4], LFD_R_BUSY);
+	assert_memory_equal(buf + 24 + 5 * 256 + 16, "busy", 5);
+	assert_int_equal(lfd_decode(buf, n, &out), LFD_R_NONE);
+	assert_string_equal(out.u.release_batch_rep.out[5].text, "busy");
+	assert_int_equal(out.u.release_batch_rep.out[5].err, 16);
+	/* An outcome text without its NUL is refused. */
+	memset(buf + 24 + 7 * 256 + 16, 'x', LFD_MSG_TEXT);
+	assert_int_equal(lfd_decode(buf, n, &out), LFD_R_MALFORMED);
+	/* Too big for anything but this reply. */
+	assert_int_equal(lfd_decode(buf, LFD_MAX_REPLY + 1, &out), LFD_R_MALFORMED);
+}
+
+/* Rewrite the count (and body length) of an encoded batch. */
+static void set_count(uint8_t *buf, uint32_t count)
+{
+	buf[16] = (uint8_t)count;
+	buf[17] = (uint8_t)(count >> 8);
+	buf[18] = (uint8_t)(count >> 16);
+	buf[19] = (uint8_t)(count >> 24);
+}
+
+static void test_batch_refusals(void **state)
+{
+	uint8_t buf[LFD_MAX_REPLY];
+	struct lfd_msg m, out;
+	size_t n;
+
+	(void)state;
+	/* count 0 and count over the bound encode nothing */
+	base(&m, LFD_OP_ATTACH_BATCH);
+	assert_int_equal(lfd_encode(&m, buf, sizeof(buf)), 0);
+	m.u.attach_batch_req.count = LFD_MAX_BATCH + 1;
+	assert_int_equal(lfd_encode(&m, buf, sizeof(buf)), 0);
+	base(&m, LFD_OP_RELEASE_BATCH | LFD_REPLY);
+	assert_int_equal(lfd_encode(&m, buf, sizeof(buf)), 0);
+
+	/* N = 0 with a body that agrees (no entries): still refused */
+	base(&m, LFD_OP_RELEASE_BATCH);
+	m.u.release_batch_req.count = 1;
+	n = encode_big(&m, buf);
+	set_count(buf, 0);
+	buf[12] = LFD_BATCH_HEAD_SIZE;
+	assert_int_equal(lfd_decode(buf, n - 4, &out), LFD_R_MALFORMED);
+
+	base(&m, LFD_OP_ATTACH_BATCH);
+	m.u.attach_batch_req.count = 2;
+	n = encode_big(&m, buf);
+	set_count(buf, 0);
+	assert_int_equal(lfd_decode(buf, n, &out), LFD_R_MALFORMED);
+	set_count(buf, 3);			/* more than the body holds */
+	assert_int_equal(lfd_decode(buf, n, &out), LFD_R_MALFORMED);
+	set_count(buf, 1);			/* fewer */
+	assert_int_equal(lfd_decode(buf, n, &out), LFD_R_MALFORMED);
+	set_count(buf, 0x80000002u);		/* overflow attempts */
+	assert_int_equal(lfd_decode(buf, n, &out), LFD_R_MALFORMED);
+	set_count(buf, 2);
+	buf[20] = 1;				/* reserved */
+	assert_int_equal(lfd_decode(buf, n, &out), LFD_R_MALFORMED);
+	buf[20] = 0;
+	buf[24 + 32 + 24] = 1;			/* entry 1's reserved */
+	assert_int_equal(lfd_decode(buf, n, &out), LFD_R_MALFORMED);
+	buf[24 + 32 + 24] = 0;
+	assert_int_equal(lfd_decode(buf, n, &out), LFD_R_NONE);
+	assert_int_equal(lfd_decode(buf, n - 1, &out), LFD_R_MALFORMED);
+	assert_int_equal(lfd_decode(buf, 20, &out), LFD_R_MALFORMED);
+
+	/* 65 ids: more than the bound even when the bytes agree */
+	base(&m, LFD_OP_RELEASE_BATCH);
+	m.u.release_batch_req.count = LFD_MAX_BATCH;
+	n = encode_big(&m, buf);
+	set_count(buf, LFD_MAX_BATCH + 1);
+	memset(buf + n, 0, 4);
+	n += 4;
+	buf[12] = (uint8_t)(n - 16);
+	buf[13] = (uint8_t)((n - 16) >> 8);
+	assert_int_equal(lfd_decode(buf, n, &out), LFD_R_MALFORMED);
+	/* A request may not use the reply's size allowance. */
+	base(&m, LFD_OP_LIST);
+	n = encode(&m, buf);
+	assert_int_equal(lfd_decode(buf, LFD_MAX_MSG + 8, &out), LFD_R_MALFORMED);
+	/* Encoding one byte short fails. */
+	base(&m, LFD_OP_RELEASE_BATCH | LFD_REPLY);
+	m.u.release_batch_rep.count = 2;
+	assert_int_equal(lfd_encode(&m, buf, 16 + 8 + 2 * 256 - 1), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -266,6 +427,9 @@ int main(void)
 		cmocka_unit_test(test_decode_list_count),
 		cmocka_unit_test(test_error_text_must_terminate),
 		cmocka_unit_test(test_fds_and_reasons),
+		cmocka_unit_test(test_attach_batch_layout),
+		cmocka_unit_test(test_release_batch_layout),
+		cmocka_unit_test(test_batch_refusals),
 	};
 
 	return cmocka_run_group_tests_name("protocol", tests, NULL, NULL);

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Writeback errors in both places a release must look (KERNEL-FACTS.md, "Which
+# call sees which writeback error"), each on ext4 on a loop device of the
+# test's own:
+#  (a) the device's page cache: the loop's write into a sparse image on a full
+#      ext4 fails (ENOSPC, EIO for the device); only the device's write-back
+#      sees it (sync_file_range on the helper's device fd);
+#  (b) the image's own page cache: the loop's buffered writes succeed, and the
+#      image's write-back to the disk fails (the ext4 sits on a device whose
+#      backing tmpfs fills up); only fsync of the backing file sees it.
+# Each release must be reported as data loss.
+. "$(dirname "$0")/../lib.sh"
+
+# The test's own devices go by name: once the tmpfs is unmounted, lib.sh
+# would no longer find the one backed by a file on it.
+_ext4_mounts=()
+_ext4_devs=()
+_teardown() {
+	local m d
+	for m in "${_ext4_mounts[@]}"; do umount "$m" 2>/dev/null || umount -l "$m" || true; done
+	for d in "${_ext4_devs[@]}"; do losetup -d "$d" 2>/dev/null || true; done
+	umount "$T/tmpfs" 2>/dev/null || true
+}
+trap 'rc=$?; _teardown; (exit $rc); _cleanup' EXIT
+
+# ext4_on FILE MNT [MOUNT OPTIONS]: mkfs.ext4 on a loop device of FILE, mounted at MNT.
+ext4_on() {
+	local dev
+	dev=$(losetup -f --show "$1")
+	_ext4_devs+=("$dev")
+	mkfs.ext4 -q "$dev"
+	mkdir "$2"
+	mount ${3:+-o "$3"} "$dev" "$2"
+	_ext4_mounts+=("$2")
+}
+
+# expect_loss IMAGE MIB WHAT: write MIB through the device, buffered; the
+# run must fail and name the image and the loss.
+expect_loss() {
+	local rc
+	set +e
+	as_nobody "$LOOPFD" run "$1" -- sh -c "head -c \$(($2 << 20)) /dev/zero | tr '\\0' x >&3" 2> "$T/err"
+	rc=$?
+	set -e
+	[ $rc != 0 ] || fail "$3: run succeeded although the write-back failed"
+	grep -q "NOT all in the image" "$T/err" || fail "$3: no data-loss message: $(cat "$T/err")"
+	grep -q "$1" "$T/err" || fail "$3: message does not name the image: $(cat "$T/err")"
+	assert_no_device_for "$1"
+	note "$3: $(grep -m1 'NOT all' "$T/err")"
+}
+
+# (a) a 64 MiB sparse image on a 16 MiB ext4.
+truncate -s 16M "$T/a.fs"
+ext4_on "$T/a.fs" "$T/a"
+truncate -s 64M "$T/a/img"
+chown $NOBODY:$NOBODY "$T/a/img"
+expect_loss "$T/a/img" 40 "(a) device write-back"
+
+# (b) a 40 MiB allocated image on a 64 MiB ext4 whose device's backing file
+# sits on a 24 MiB tmpfs: ext4 has the room, its disk has not.
+mkdir "$T/tmpfs"
+mount -t tmpfs -o size=24m,mode=0755 loopfd-test "$T/tmpfs"
+truncate -s 64M "$T/tmpfs/b.fs"
+ext4_on "$T/tmpfs/b.fs" "$T/b" errors=continue
+fallocate -l 40M "$T/b/img"
+chown $NOBODY:$NOBODY "$T/b/img"
+expect_loss "$T/b/img" 36 "(b) image write-back"
