@@ -659,15 +659,8 @@ void session_end(struct session *s)
 			       (unsigned)s->caller.uid, d->ident.index,
 			       err.u.error.text);
 	}
-	if (watching_any(s) && s->mode == LFD_MODE_SETUID) {
-		/* Our stdio are the caller's (a terminal, or a pipe someone
-		 * reads to its end): lingering must not hold them open. */
-		logmsg("uid %u: staying until the devices released busy have "
-		       "detached; nothing more is logged here",
-		       (unsigned)s->caller.uid);
-		if (sb_stdio_to_devnull() < 0)
-			logmsg("cannot let go of stdio: %s", strerror(errno));
-	}
+	/* (In setuid mode stdio are /dev/null since the session started:
+	 * lingering holds nothing of the caller's open.) */
 	while (watching_any(s)) {
 		sleep_ms(pause);
 		if (pause < WATCH_INTERVAL_MS)
