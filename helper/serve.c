@@ -371,7 +371,7 @@ static void undo_batch(struct session *s, struct device **got,
 static void do_attach_batch(struct session *s, const struct request *r)
 {
 	const struct lfd_attach_batch_req *b = &r->msg.u.attach_batch_req;
-	struct device *got[LFD_MAX_BATCH];
+	struct device *got[LFD_MAX_BATCH] = { NULL };
 	int client_fds[LFD_MAX_BATCH];
 	char text[LFD_MSG_TEXT];
 	struct lfd_msg rep;
