@@ -236,7 +236,7 @@ static int transact_fds(struct loopfd_session *s, struct lfd_msg *m,
 {
 	uint8_t buf[LFD_MAX_REPLY];
 	uint16_t op = m->op;
-	int fds[LFD_MAX_BATCH];
+	int fds[LFD_MAX_BATCH] = { 0 };	/* lfd_recv fills the first nfds */
 	int nfds, rflags;
 	long n;
 
@@ -255,8 +255,9 @@ static int transact_fds(struct loopfd_session *s, struct lfd_msg *m,
 	}
 	if (check_reply(s, buf, n, rflags, fds, nfds, maxrecv, m, err) < 0)
 		return -1;
-	if (nfds > 0)
-		memcpy(recv_fds, fds, sizeof(int) * (size_t)nfds);
+	/* (check_reply made nfds what the reply says, within maxrecv) */
+	if (recv_fds && nfds > 0)
+		memcpy(recv_fds, fds, sizeof(int) * (size_t)(nfds < maxrecv ? nfds : maxrecv));
 	return 0;
 }
 
@@ -770,7 +771,7 @@ int loopfd_attach_batch(struct loopfd_session *s, const int *backing_fds,
 {
 	struct loopfd_error scratch;
 	struct lfd_msg m;
-	int fds[LFD_MAX_BATCH];
+	int fds[LFD_MAX_BATCH] = { 0 };
 	size_t i, where;
 
 	if (!err)

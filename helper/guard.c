@@ -27,6 +27,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -208,6 +209,11 @@ static void guard_run(const struct session *s, int notes)
 	 * device must not keep a pipe reader of the caller's stderr waiting. */
 	if (s->mode == LFD_MODE_SETUID && sb_stdio_to_devnull() < 0)
 		_exit(1);
+	/* Only root can signal the guard; still, a stop or restart of the
+	 * daemon's unit must not end it before its devices are safe. */
+	signal(SIGTERM, SIG_IGN);
+	signal(SIGINT, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
 	if (sb_seccomp_guard() < 0)
 		_exit(1);
 	for (;;) {

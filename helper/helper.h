@@ -77,6 +77,10 @@ int quota_take(int fd, uint64_t base, unsigned limit, const unsigned char *held)
 int quota_put(int fd, uint64_t base, int slot);
 uint64_t quota_user_base(uid_t uid);
 #define QUOTA_GLOBAL_BASE	0
+/* Setuid sessions (each with its guard) a uid may run at once: root
+ * processes its user's pids and memory limits no longer count. */
+#define QUOTA_SESSIONS_PER_UID	32
+uint64_t quota_session_base(uid_t uid);
 
 /* ---- a session ------------------------------------------------------------ */
 

@@ -211,7 +211,10 @@ static void refuse_service(struct session *s, enum lfd_reason r, const char *why
 	snprintf(text, sizeof(text), "%s", why);
 	s->refusal = text;
 	s->refusal_reason = r;
-	logmsg("refusing uid %u: %s", (unsigned)s->caller.uid, why);
+	/* In setuid mode the log is the caller's stderr, and the reply tells
+	 * it already: said once. */
+	if (s->mode != LFD_MODE_SETUID)
+		logmsg("refusing uid %u: %s", (unsigned)s->caller.uid, why);
 }
 
 /* Could the caller read the policy file itself?  Then quoting it tells
@@ -295,6 +298,25 @@ static void open_session_files(struct session *s)
 	}
 }
 
+/* At most QUOTA_SESSIONS_PER_UID setuid sessions per uid at once: a slot
+ * of the slot file, an OFD lock the guard shares, so it is held until
+ * both processes are gone. */
+static void take_session_slot(struct session *s)
+{
+	unsigned char none[QUOTA_SESSIONS_PER_UID / 8] = { 0 };
+	char why[LFD_MSG_TEXT];
+
+	if (s->refusal || s->mode != LFD_MODE_SETUID)
+		return;
+	if (quota_take(s->quota_fd, quota_session_base(s->caller.uid),
+		       QUOTA_SESSIONS_PER_UID, none) >= 0)
+		return;
+	snprintf(why, sizeof(why), "uid %u already runs %d loopfd sessions "
+		 "(setuid helpers), the limit", (unsigned)s->caller.uid,
+		 QUOTA_SESSIONS_PER_UID);
+	refuse_service(s, LFD_R_QUOTA_USER, why);
+}
+
 #ifndef SO_PASSPIDFD
 #define SO_PASSPIDFD	76	/* Linux 6.5; older libc headers lack it */
 #endif
@@ -351,18 +373,28 @@ static void run_session(struct session *s)
 		    rc < 0 ? errno : EOPNOTSUPP);
 
 	/* 6. The guard: a process that outlives this one, so that no death
-	 *    of ours leaves a node granted or lets slots go early. */
+	 *    of ours leaves a node granted or lets slots go early.  Setuid
+	 *    sessions are counted per uid first (the daemon counts its own):
+	 *    they run as root, outside the user's pids and memory limits. */
+	take_session_slot(s);
 	if (!s->refusal && guard_start(s) < 0)
 		die("starting the session's guard", errno);
 
-	/* 7. seccomp stage 1: the serving loop's syscalls and ioctls only. */
+	/* 7. Setuid: let go of the caller's stdio.  A full pipe (or a stopped
+	 *    terminal) on stderr would otherwise block the helper in its next
+	 *    log line, between a flush and a clear, for as long as the caller
+	 *    likes; everything from here on reaches the client as replies. */
+	if (s->mode == LFD_MODE_SETUID && sb_stdio_to_devnull() < 0)
+		die("letting go of the caller's stdio", errno);
+
+	/* 8. seccomp stage 1: the serving loop's syscalls and ioctls only. */
 	if (sb_seccomp_serve() < 0)
 		die("seccomp (serve)", errno);
 
-	/* 8. Serve until the client hangs up, crashes or is killed. */
+	/* 9. Serve until the client hangs up, crashes or is killed. */
 	serve(s);
 
-	/* 9. seccomp stage 2: only flush, clear, close, log and exit remain. */
+	/* 10. seccomp stage 2: only flush, clear, close, log and exit remain. */
 	if (sb_seccomp_teardown() < 0)
 		die("seccomp (teardown)", errno);
 	session_end(s);
@@ -593,18 +625,23 @@ static void refuse_reach(const char *lever, const char *why)
 static void leave_session_reach(void)
 {
 	char what[PATH_MAX + 64];
+	int oom_immune = 0;
 
 	/* fails if the caller made us a group leader: the terminal signals
 	 * are ignored for that */
 	setsid();
-	if (sb_leave_user_cgroups(what, sizeof(what)) < 0)
+	/* oom_score_adj first: whether the OOM killer can still pick us
+	 * decides which cgroups are a lever (a memory limit on one we share,
+	 * even root's, lets the caller bring the OOM killer in). */
+	if (sb_reset_oom_score(&oom_immune) < 0)
+		refuse_reach("oom_score_adj", errno == EPERM ? "cannot be brought "
+			     "to 0 or below (oom_score_adj_min is above 0)" :
+			     strerror(errno));
+	if (sb_leave_user_cgroups(oom_immune, what, sizeof(what)) < 0)
 		refuse_reach(what, errno == ENOENT ? "not mounted where the "
 			     "helper can check who controls it" :
 			     errno == EPERM ? "even its hierarchy's root is "
-			     "writable by others" : strerror(errno));
-	if (sb_reset_oom_score() < 0)
-		refuse_reach("oom_score_adj", errno == EPERM ? "cannot be brought "
-			     "to 0 or below (oom_score_adj_min is above 0)" :
+			     "writable by others or memory-limited" :
 			     strerror(errno));
 	if (sb_reset_scheduling() < 0)
 		refuse_reach("the scheduling policy, nice value or I/O priority",

@@ -73,6 +73,14 @@ uint64_t quota_user_base(uid_t uid)
 	return (uint64_t)POLICY_MAX_TOTAL + (uint64_t)uid * POLICY_MAX_PER_USER;
 }
 
+/* Past every uid's device slots: QUOTA_SESSIONS_PER_UID bytes per uid. */
+uint64_t quota_session_base(uid_t uid)
+{
+	return (uint64_t)POLICY_MAX_TOTAL +
+	       ((uint64_t)UINT32_MAX + 1) * POLICY_MAX_PER_USER +
+	       (uint64_t)uid * QUOTA_SESSIONS_PER_UID;
+}
+
 static int lock_byte(int fd, uint64_t off, short type)
 {
 	struct flock fl;

@@ -371,7 +371,7 @@ static void undo_batch(struct session *s, struct device **got,
 static void do_attach_batch(struct session *s, const struct request *r)
 {
 	const struct lfd_attach_batch_req *b = &r->msg.u.attach_batch_req;
-	struct device *got[LFD_MAX_BATCH];
+	struct device *got[LFD_MAX_BATCH] = { NULL };
 	int client_fds[LFD_MAX_BATCH];
 	char text[LFD_MSG_TEXT];
 	struct lfd_msg rep;
@@ -659,15 +659,8 @@ void session_end(struct session *s)
 			       (unsigned)s->caller.uid, d->ident.index,
 			       err.u.error.text);
 	}
-	if (watching_any(s) && s->mode == LFD_MODE_SETUID) {
-		/* Our stdio are the caller's (a terminal, or a pipe someone
-		 * reads to its end): lingering must not hold them open. */
-		logmsg("uid %u: staying until the devices released busy have "
-		       "detached; nothing more is logged here",
-		       (unsigned)s->caller.uid);
-		if (sb_stdio_to_devnull() < 0)
-			logmsg("cannot let go of stdio: %s", strerror(errno));
-	}
+	/* (In setuid mode stdio are /dev/null since the session started:
+	 * lingering holds nothing of the caller's open.) */
 	while (watching_any(s)) {
 		sleep_ms(pause);
 		if (pause < WATCH_INTERVAL_MS)

@@ -24,7 +24,7 @@
 /* 64 held devices with their backing dups (128), a 64-device batch in flight
  * (64 received backing fds, 64 client fds to send), the session's own, margin */
 #define SB_NOFILE_MIN 320
-#define SB_STACK_MIN (1UL * 1024 * 1024)	/* measured use: under 64 KiB */
+#define SB_STACK_MIN (1UL * 1024 * 1024)	/* deepest path: a few 16 KiB messages */
 #define SB_MEMORY_MIN (256UL * 1024 * 1024)	/* peak RSS is under 2 MiB */
 
 int

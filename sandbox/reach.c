@@ -56,17 +56,65 @@ root_only(const struct stat *st)
 	return st->st_uid == 0 && (st->st_mode & (S_IWGRP | S_IWOTH)) == 0;
 }
 
-/* 1: dir and its member files are root's alone; 0: not; -1: error. */
+/*
+ * A memory limit on a cgroup we share, whoever set it, lets the caller
+ * bring the OOM killer into it (fill a tmpfs from inside); with
+ * oom_score_adj above -1000 we could be its choice, session and guard
+ * alike.  Limited: 1; not (or no such controller here): 0; -1: error.
+ */
+static const struct {
+	const char *file;
+	const char *unlimited;		/* exact contents when not limited */
+} sb_memory_limits[] = {
+	{ "memory.max", "max\n" },
+	{ "memory.high", "max\n" },
+	{ "memory.oom.group", "0\n" },
+	{ "memory.limit_in_bytes", "9223372036854771712\n" },
+	{ "memory.memsw.limit_in_bytes", "9223372036854771712\n" },
+};
+
 static int
-cgroup_dir_root_only(int dirfd)
+memory_limited(int dirfd)
+{
+	char buf[32];
+	ssize_t n;
+	size_t i;
+	int fd;
+
+	for (i = 0; i < sizeof(sb_memory_limits) / sizeof(sb_memory_limits[0]); i++) {
+		fd = openat(dirfd, sb_memory_limits[i].file,
+			    O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd == -1 && errno == ENOENT)
+			continue;
+		if (fd == -1)
+			return -1;
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (n < 0)
+			return -1;
+		buf[n] = '\0';
+		if (strcmp(buf, sb_memory_limits[i].unlimited) != 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* 1: dir and its member files are root's alone (and, unless we are
+ * immune to the OOM killer, it sets no memory limit); 0: not; -1: error. */
+static int
+cgroup_dir_root_only(int dirfd, int oom_immune)
 {
 	struct stat st;
 	size_t i;
+	int limited;
 
 	if (fstat(dirfd, &st) == -1)
 		return -1;
 	if (!root_only(&st))
 		return 0;
+	limited = oom_immune ? 0 : memory_limited(dirfd);
+	if (limited != 0)
+		return limited == 1 ? 0 : -1;
 	for (i = 0; i < sizeof(sb_member_files) / sizeof(sb_member_files[0]); i++) {
 		if (fstatat(dirfd, sb_member_files[i], &st, AT_SYMLINK_NOFOLLOW) == -1) {
 			if (errno == ENOENT)
@@ -82,7 +130,7 @@ cgroup_dir_root_only(int dirfd)
 /* Every cgroup from path (relative to the mount) up to the mount's root is
  * root's alone?  1 yes, 0 no, -1 error. */
 static int
-cgroup_path_root_only(const char *mnt, const char *path)
+cgroup_path_root_only(const char *mnt, const char *path, int oom_immune)
 {
 	char dir[PATH_MAX];
 	char *slash;
@@ -96,7 +144,7 @@ cgroup_path_root_only(const char *mnt, const char *path)
 		fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
 		if (fd == -1)
 			return -1;
-		ok = cgroup_dir_root_only(fd);
+		ok = cgroup_dir_root_only(fd, oom_immune);
 		close(fd);
 		if (ok != 1)
 			return ok;
@@ -215,7 +263,7 @@ find_hierarchy_mount(const char *ctl, char *mnt, size_t mntlen)
 /* One line of /proc/self/cgroup ("ID:CONTROLLERS:PATH"): out of reach
  * already, or moved out to the root; else -1 with *what set. */
 static int
-leave_user_cgroup(char *line, char *what, size_t whatlen)
+leave_user_cgroup(char *line, int oom_immune, char *what, size_t whatlen)
 {
 	char mnt[PATH_MAX], *ctl, *path;
 	int ok;
@@ -240,14 +288,14 @@ leave_user_cgroup(char *line, char *what, size_t whatlen)
 			errno = ENOENT;
 		return -1;
 	}
-	ok = cgroup_path_root_only(mnt, path);
+	ok = cgroup_path_root_only(mnt, path, oom_immune);
 	if (ok == 1)
 		return 0;
 	if (ok == -1 || move_to_root_cgroup(mnt) == -1)
 		return -1;
 	/* The root cgroup itself must be root's alone (a cgroup namespace's
 	 * root could be a delegated cgroup). */
-	ok = cgroup_path_root_only(mnt, "");
+	ok = cgroup_path_root_only(mnt, "", oom_immune);
 	if (ok != 1) {
 		if (ok == 0)
 			errno = EPERM;
@@ -257,7 +305,7 @@ leave_user_cgroup(char *line, char *what, size_t whatlen)
 }
 
 int
-sb_leave_user_cgroups(char *what, size_t whatlen)
+sb_leave_user_cgroups(int oom_immune, char *what, size_t whatlen)
 {
 	char line[SB_CGROUP_LINE];
 	FILE *f = fopen("/proc/self/cgroup", "re");
@@ -268,7 +316,7 @@ sb_leave_user_cgroups(char *what, size_t whatlen)
 		return -1;
 	}
 	while (rc == 0 && fgets(line, sizeof(line), f) != NULL)
-		rc = leave_user_cgroup(line, what, whatlen);
+		rc = leave_user_cgroup(line, oom_immune, what, whatlen);
 	fclose(f);
 	return rc;
 }
@@ -318,7 +366,7 @@ read_oom_score_adj(int *value)
  * inherited oom_score_adj_min, which only a privileged writer can raise.
  */
 int
-sb_reset_oom_score(void)
+sb_reset_oom_score(int *immune)
 {
 	int v;
 
@@ -331,6 +379,7 @@ sb_reset_oom_score(void)
 		errno = EPERM;
 		return -1;
 	}
+	*immune = v == SB_OOM_IMMUNE;
 	return 0;
 }
 

@@ -60,13 +60,15 @@ int sb_leave_callers_reach(void);
 
 /* Setuid mode, as root with full capabilities: leave every cgroup the
  * caller could write to (kill, freeze, migrate, limit) for the root cgroup
- * of its hierarchy.  -1 with errno, and what naming the cgroup, when a
- * cgroup cannot be proven out of reach or left. */
-int sb_leave_user_cgroups(char *what, size_t whatlen);
+ * of its hierarchy, and, unless oom_immune, every cgroup with a memory
+ * limit (whoever set it: the caller could fill it and bring the OOM killer
+ * in).  -1 with errno, and what naming the cgroup, when a cgroup cannot be
+ * proven out of reach or left. */
+int sb_leave_user_cgroups(int oom_immune, char *what, size_t whatlen);
 
-/* oom_score_adj -1000, or 0 where CAP_SYS_RESOURCE is missing; -1 (EPERM)
- * if it stays above 0. */
-int sb_reset_oom_score(void);
+/* oom_score_adj -1000 (*immune = 1), or 0 where CAP_SYS_RESOURCE is
+ * missing (*immune = 0); -1 (EPERM) if it stays above 0. */
+int sb_reset_oom_score(int *immune);
 
 /* SCHED_OTHER, nice 0, default I/O priority, every CPU, default timer
  * slack: nothing the caller set can starve the helper. */

@@ -49,7 +49,9 @@
 #include <linux/fs.h>
 #include <linux/loop.h>
 #include <linux/seccomp.h>
+#include <sched.h>
 #include <seccomp.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -74,6 +76,7 @@ struct sb_stage {
 	size_t nioctls;
 	enum sb_open open;		/* openat allowed, and with which access */
 	int allow_stacking;
+	int allow_fork;			/* clone, with fork()'s flags only */
 	const struct sb_stage *const *includes;	/* stages allowed as well */
 	size_t nincludes;
 };
@@ -227,7 +230,7 @@ static const unsigned long guard_ioctls[] = {
  * stages are loaded (filters stack: every later stage's calls must pass
  * this one too, so it includes them).  What it takes away is everything
  * else: execve, new sockets, bind/connect, mount, ptrace, bpf, keyrings...
- * fork is clone with fork()'s flags in this libc; accept4, the peer checks,
+ * fork is clone with exactly fork()'s flags (allow_fork); accept4, the peer checks,
  * wait4, the SIGTERM handler and unlink of the socket are the listener's;
  * file opens (policy, /etc/passwd, slot file), mkdir of the run directory,
  * capabilities, Landlock, the guard's pipe and fork, and seccomp are the
@@ -235,7 +238,7 @@ static const unsigned long guard_ioctls[] = {
  */
 static const int listener_syscalls[] = {
 	SCMP_SYS(accept4), SCMP_SYS(getsockopt), SCMP_SYS(setsockopt),
-	SCMP_SYS(clone), SCMP_SYS(wait4),
+	SCMP_SYS(wait4),
 	SCMP_SYS(gettid), SCMP_SYS(set_robust_list),
 	SCMP_SYS(rt_sigaction), SCMP_SYS(rt_sigprocmask), SCMP_SYS(rt_sigreturn),
 	SCMP_SYS(unlink), SCMP_SYS(unlinkat),
@@ -283,6 +286,7 @@ static const struct sb_stage listener_stage = {
 	.ioctls = NULL, .nioctls = 0,
 	.open = SB_OPEN_SETUP,
 	.allow_stacking = 1,
+	.allow_fork = 1,
 	.includes = listener_includes, .nincludes = SB_COUNT(listener_includes),
 };
 
@@ -405,6 +409,18 @@ allow_stacking(scmp_filter_ctx ctx)
 	    2, arg_equals(0, SECCOMP_SET_MODE_FILTER), arg_equals(1, 0));
 }
 
+/* glibc's fork() (and so posix_spawn-free code here) is clone with these
+ * flags and no others: no threads (CLONE_VM, CLONE_THREAD), no new
+ * namespaces.  clone3 is not used by it and stays killed. */
+#define SB_FORK_FLAGS	(CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID | SIGCHLD)
+
+static int
+allow_fork(scmp_filter_ctx ctx)
+{
+	return seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone),
+	    1, arg_equals(0, SB_FORK_FLAGS));
+}
+
 static int
 add_stage_rules(scmp_filter_ctx ctx, const struct sb_arch *a, uint32_t arch,
 		const struct sb_stage *st)
@@ -426,6 +442,8 @@ add_stage_rules(scmp_filter_ctx ctx, const struct sb_arch *a, uint32_t arch,
 		rc = allow_plain_openat(ctx, open_flags(a, st->open));
 	if (rc == 0 && st->allow_stacking)
 		rc = allow_stacking(ctx);
+	if (rc == 0 && st->allow_fork)
+		rc = allow_fork(ctx);
 	return rc;
 }
 

@@ -48,6 +48,7 @@ unit_sandbox() {
 		RuntimeDirectory=*) rw+=("/run/$val") ;;
 		ReadWritePaths=*) rw+=($val) ;;
 		RuntimeDirectoryPreserve=yes) ;;	# a stop removes nothing: no effect here
+		KillMode=process) ;;	# what a stop kills: no stop here (t_daemon: SIGTERM)
 		ProtectKernelTunables=yes)
 			setup+='mount --bind /proc/sys /proc/sys; mount -o remount,bind,ro /proc/sys;
 				mount -o remount,bind,ro /sys; ' ;;

@@ -43,6 +43,8 @@ as_nobody "$HX" --reach "$HPID" > "$T/reach" || { cat "$T/reach"; fail "uid 6553
 # ...while the same probe does reach a process of its own (the probe can fail).
 setpriv --reuid=$NOBODY --regid=$NOBODY --clear-groups sleep 30 & own=$!
 remember_pid $own
+# (until setpriv has changed its ids, the control is still root's: wait)
+wait_until 5 sh -c "awk '/^Uid:/ { exit \$2 != $NOBODY }' /proc/$own/status" || fail "control process never became uid $NOBODY"
 if as_nobody "$HX" --reach "$own" > /dev/null; then fail "--reach probe reports EPERM for an own process"; fi
 end_session
 
