@@ -1364,7 +1364,7 @@ static int cmd_partitions(int argc, char **argv)
 static int run_command_with(struct loopfd_session *s, struct image *imgs,
 			    size_t n, char **cmd)
 {
-	struct cmd_device *devs = calloc(n, sizeof(*devs));
+	struct cmd_device *devs = calloc(n ? n : 1, sizeof(*devs));
 	size_t i;
 	int status;
 
