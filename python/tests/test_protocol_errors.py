@@ -92,7 +92,14 @@ class RawProtocolTest(unittest.TestCase):
     def test_batches(self) -> None:
         """Hostile batch requests: refused as a whole, nothing attached or released."""
         self.expect(loopfd.NoHelloError, P.release_batch(30, [1], 0), seq=30)
+        # the batch reply ops are checked as replies, as 0x81 ... 0x84 are
+        outcome = struct.pack("<II", 1, 0) + bytes(256)
+        self.expect(loopfd.NoHelloError, P.encode(P.OP_RELEASE_BATCH | P.REPLY, 45, outcome))
         self.hello()
+        self.expect(loopfd.UnknownOpError, P.encode(P.OP_RELEASE_BATCH | P.REPLY, 46, outcome))
+        e = self.expect(loopfd.FdCountError, P.encode(P.OP_ATTACH_BATCH | P.REPLY, 47,
+                                                      struct.pack("<II", 1, 0) + bytes(72)))
+        self.assertIn("takes no file descriptors", e.text)
         reply = ask(self.sock, P.attach(31, 0, 0, 0, 0), self.img_fd)
         assert isinstance(reply.body, P.DeviceRecord)
         held = reply.body.id
