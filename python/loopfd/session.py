@@ -604,15 +604,25 @@ class Session:
     # ---- the end ---------------------------------------------------------
 
     def release_all(self, timeout: float = DEFAULT_TIMEOUT) -> list[Receipt]:
-        """Release every device still held; raise the first failure after trying all."""
-        receipts, first = [], None
-        for dev in list(self.held.values()):
+        """Release every device still held, in batches of up to 64 (each
+        batch waits at most timeout for other openers); raise the first
+        failure after trying all."""
+        held = list(self.held.values())
+        receipts: list[Receipt] = []
+        first: Error | None = None
+        for start in range(0, len(held), P.MAX_BATCH):
             try:
-                receipts.append(self.release(dev, timeout))
+                results = self.release_batch(held[start:start + P.MAX_BATCH], timeout)
             except Error as e:
                 first = first or e
                 if self._broken:
                     break
+                continue
+            for r in results:
+                if r.error is not None:
+                    first = first or r.error
+                else:
+                    receipts.append(r.receipt())
         if first is not None:
             raise first
         return receipts

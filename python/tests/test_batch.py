@@ -169,6 +169,26 @@ class BatchTest(unittest.TestCase):
         one_by_one(self.session)
         self.busy_one()
 
+    def test_session_end_releases_in_one_request(self) -> None:
+        paths = self.images(5)
+        with self.assertRaises(loopfd.BusyError) as cm:
+            with connect() as s:
+                s.release_timeout = 0.3
+                devs = s.attach_batch(paths)
+                for dev in devs:
+                    os.write(dev.fd, b"end" * 1000)
+                holder = subprocess.Popen(["sleep", "60"], pass_fds=[devs[3].fd])
+                self.addCleanup(holder.wait)
+                self.addCleanup(holder.kill)
+                seq = s._seq
+        self.assertEqual(s._seq, seq + 1, "not one release request")
+        self.assertIn(devs[3].path, str(cm.exception))
+        holder.kill()
+        for dev, p in zip(devs, paths):
+            self.assertTrue(detached(dev), dev)
+            with open(p, "rb") as f:
+                self.assertEqual(f.read(3000), b"end" * 1000, p)
+
     def test_unknown_id_is_one_outcome(self) -> None:
         dev = self.session.attach_batch(self.images(1))[0]
         results = self.session.release_batch([dev, 999999])
