@@ -3,6 +3,8 @@
 The order of events is the C CLI's: open each IMAGE as the caller -> attach ->
 close the IMAGE fds -> run COMMAND with the device fds on 3, 4, ... ->
 COMMAND exits -> close our device fds -> release each device -> exit.
+Several IMAGEs are attached and released in batches of up to 64 (one
+request each way per batch; all of a batch or none attached).
 Signals to forward are blocked from before the spawn to the end and taken
 with sigwaitinfo, so nothing can skip the release.
 """
@@ -23,7 +25,7 @@ from . import _paths
 from . import protocol as P
 from .errors import Error
 from .partitions import Partition, PartitionError, Table, read_fd, read_table, select
-from .session import Device, Session, connect
+from .session import AttachEntry, Device, Session, connect
 
 FIRST_DEVICE_FD = 3
 DEFAULT_TIMEOUT_MS = 10000
@@ -261,16 +263,34 @@ def _chosen(path: str, table: Table, o: Options) -> list[Partition]:
     return chosen
 
 
+def _attach_images(s: Session, images: list[str], o: Options) -> list[Attached]:
+    """Attach images in batches of up to 64: all of a batch or none."""
+    out: list[Attached] = []
+    for first in range(0, len(images), P.MAX_BATCH):
+        fds: list[int] = []
+        try:
+            for path in images[first:first + P.MAX_BATCH]:
+                fds.append(_open(path, o.read_only))
+            entries = [AttachEntry(fd, offset=o.offset, sizelimit=o.sizelimit,
+                                   read_only=o.read_only, sector_size=o.sector_size,
+                                   direct_io=o.direct_io, partscan=o.partscan,
+                                   grant=o.grant, name=path)
+                       for fd, path in zip(fds, images[first:])]
+            out.extend(Attached(d) for d in s.attach_batch(entries))
+        finally:
+            for fd in fds:
+                os.close(fd)
+    return out
+
+
 def attach_all(s: Session, images: list[str], o: Options) -> list[Attached]:
     """Attach every IMAGE, or the disk and its partitions; raise on the first failure."""
+    if not (o.all_partitions or o.partitions):
+        return _attach_images(s, images, o)
     out: list[Attached] = []
     for path in images:
         fd = _open(path, o.read_only)
         try:
-            if not (o.all_partitions or o.partitions):
-                out.append(Attached(_attach(s, fd, path, o, o.offset, o.sizelimit,
-                                            o.sector_size)))
-                continue
             try:
                 table = read_fd(fd, o.sector_size or None)
             except PartitionError as e:
@@ -381,22 +401,27 @@ def run_command(command: list[str], devs: list[Attached], env: dict[str, str]) -
 
 
 def release_all(s: Session, devs: list[Attached], o: Options) -> int:
-    """Close our device fds, release each device; the number that failed."""
+    """Close our device fds, release the devices in batches of up to 64,
+    each one's outcome reported as if alone; the number that failed."""
     for a in devs:
         a.dev.close_fd()
+    held = [a.dev for a in devs if a.dev.id in s.held]
     failed = 0
-    for a in devs:
-        if a.dev.id not in s.held:
-            continue
+    for first in range(0, len(held), P.MAX_BATCH):
+        batch = held[first:first + P.MAX_BATCH]
         try:
-            r = s.release(a.dev, o.timeout_ms / 1000)
+            results = s.release_batch(batch, o.timeout_ms / 1000)
         except Error as e:
             print(f"loopfd: {e}", file=sys.stderr)
-            failed += 1
+            failed += len(batch)
             continue
-        if o.verbose:
-            print(f"loopfd: released {r.path} (image {r.image}), waited {r.waited_ms} ms",
-                  file=sys.stderr)
+        for r in results:
+            if r.error is not None:
+                print(f"loopfd: {r.error}", file=sys.stderr)
+                failed += 1
+            elif o.verbose:
+                print(f"loopfd: released {r.path} (image {r.image}), waited "
+                      f"{r.waited_ms} ms", file=sys.stderr)
     return failed
 
 

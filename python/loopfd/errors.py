@@ -18,6 +18,10 @@ class Error(Exception):
 
     reason: int = Reason.NONE
     default_errno: int = _errno.EIO
+    #: for a failed attach_batch: the index of the entry that failed (from
+    #: 0); None when the failure was not one entry's (nothing was attached
+    #: either way)
+    entry: int | None = None
 
     def __init__(self, message: str, *, errno: int | None = None,
                  reason: int | None = None, operation: str = "") -> None:

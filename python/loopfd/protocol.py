@@ -15,7 +15,9 @@ from dataclasses import dataclass
 MAGIC = 0x4446504C  # b"LPFD" on the wire
 VERSION = 1
 HEADER_SIZE = 16
-MAX_MSG = 8192
+MAX_MSG = 8192  # every request, and every reply but RELEASE_BATCH's
+MAX_BATCH = 64  # entries in one ATTACH_BATCH or RELEASE_BATCH
+MAX_REPLY = 16408  # a RELEASE_BATCH reply with 64 outcomes: receive into this
 MAX_DEVICES = 64  # per session, the protocol's hard cap
 MSG_TEXT = 240
 MAX_TIMEOUT_MS = 600000
@@ -24,6 +26,8 @@ OP_HELLO = 1
 OP_ATTACH = 2
 OP_RELEASE = 3
 OP_LIST = 4
+OP_ATTACH_BATCH = 5  # only where HELLO's features have FEAT_BATCH
+OP_RELEASE_BATCH = 6
 REPLY = 0x80
 OP_ERROR = 0xFF
 
@@ -39,6 +43,7 @@ AUTOCLEAR = 0x10  # effective flag only: always set
 FEAT_GRANT = 0x01
 FEAT_PARTSCAN = 0x02
 FEAT_DIRECT_IO = 0x04
+FEAT_BATCH = 0x08  # the helper has ATTACH_BATCH and RELEASE_BATCH (any policy)
 
 # HELLO mode: how the helper was started.
 MODE_SETUID = 1
@@ -52,6 +57,8 @@ _ATTACH_REQ = struct.Struct("<IIQQQ")
 _DEVICE = struct.Struct("<IIIIQQIIQQQQ")
 _RELEASE = struct.Struct("<II")
 _LIST_HEAD = struct.Struct("<II")
+_BATCH_HEAD = struct.Struct("<II")  # count, reserved (or timeout_ms)
+_OUTCOME = struct.Struct("<IIiI240s")  # id, reason, errno, waited_ms, text
 _ERROR_HEAD = struct.Struct("<iI")
 ERROR_SIZE = _ERROR_HEAD.size + MSG_TEXT
 
@@ -137,7 +144,33 @@ class ErrorReply:
     text: str
 
 
-Body = HelloReply | DeviceRecord | ReleaseReply | list[DeviceRecord] | ErrorReply
+@dataclass(frozen=True)
+class Outcome:
+    """One device's outcome in a RELEASE_BATCH reply (reason 0: released)."""
+
+    id: int
+    reason: int
+    errno: int
+    waited_ms: int
+    text: str
+
+
+@dataclass(frozen=True)
+class AttachBatchReply:
+    """The ATTACH_BATCH reply: one record per entry, in the request's order."""
+
+    records: list[DeviceRecord]
+
+
+@dataclass(frozen=True)
+class ReleaseBatchReply:
+    """The RELEASE_BATCH reply: one outcome per id, in the request's order."""
+
+    outcomes: list[Outcome]
+
+
+Body = (HelloReply | DeviceRecord | ReleaseReply | list[DeviceRecord] | ErrorReply |
+        AttachBatchReply | ReleaseBatchReply)
 
 
 @dataclass(frozen=True)
@@ -174,8 +207,30 @@ def list_devices(seq: int) -> bytes:
     return encode(OP_LIST, seq)
 
 
+def attach_batch(seq: int, entries: list[tuple[int, int, int, int]]) -> bytes:
+    """An ATTACH_BATCH request of (flags, sector_size, offset, sizelimit)
+    entries (fd i goes as SCM_RIGHTS beside it, all in one message)."""
+    body = _BATCH_HEAD.pack(len(entries), 0)
+    body += b"".join(_ATTACH_REQ.pack(f, ss, off, lim, 0) for f, ss, off, lim in entries)
+    return encode(OP_ATTACH_BATCH, seq, body)
+
+
+def release_batch(seq: int, ids: list[int], timeout_ms: int) -> bytes:
+    """A RELEASE_BATCH request: ids released in order, timeout_ms for them all."""
+    body = _BATCH_HEAD.pack(len(ids), timeout_ms)
+    return encode(OP_RELEASE_BATCH, seq, body + b"".join(struct.pack("<I", i) for i in ids))
+
+
+def fds_for_reply(reply: "Reply") -> int:
+    """How many SCM_RIGHTS fds must travel with a decoded reply."""
+    if isinstance(reply.body, AttachBatchReply):
+        return len(reply.body.records)
+    return fds_for_op(reply.op)
+
+
 def fds_for_op(op: int) -> int:
-    """How many SCM_RIGHTS fds travel with op (request or reply)."""
+    """How many SCM_RIGHTS fds travel with op (request or reply); for the
+    batch ops it is the body's count, see fds_for_reply."""
     return 1 if op in (OP_ATTACH, OP_ATTACH | REPLY) else 0
 
 
@@ -204,6 +259,35 @@ def _decode_list(body: bytes) -> list[DeviceRecord]:
             for i in range(count)]
 
 
+def _batch_count(body: bytes, item: int, what: str) -> int:
+    """The count of a batch reply whose items are item bytes each."""
+    if len(body) < _BATCH_HEAD.size:
+        raise DecodeError(f"{what} reply of {len(body)} bytes")
+    count, reserved = _BATCH_HEAD.unpack_from(body)
+    if reserved != 0 or count < 1 or count > MAX_BATCH:
+        raise DecodeError(f"{what} reply count {count}, reserved {reserved}")
+    if len(body) != _BATCH_HEAD.size + count * item:
+        raise DecodeError(f"{what} reply of {len(body)} bytes for {count} entries")
+    return count
+
+
+def _decode_attach_batch(body: bytes) -> AttachBatchReply:
+    count = _batch_count(body, _DEVICE.size, "attach batch")
+    return AttachBatchReply([
+        DeviceRecord(*_DEVICE.unpack_from(body, _BATCH_HEAD.size + i * _DEVICE.size))
+        for i in range(count)])
+
+
+def _decode_release_batch(body: bytes) -> ReleaseBatchReply:
+    count = _batch_count(body, _OUTCOME.size, "release batch")
+    out = []
+    for i in range(count):
+        dev_id, reason, err, waited, text = _OUTCOME.unpack_from(
+            body, _BATCH_HEAD.size + i * _OUTCOME.size)
+        out.append(Outcome(dev_id, reason, err, waited, _text(text)))
+    return ReleaseBatchReply(out)
+
+
 def _decode_body(op: int, body: bytes) -> Body:
     fixed: dict[int, struct.Struct] = {
         OP_HELLO | REPLY: _HELLO_REP,
@@ -212,6 +296,10 @@ def _decode_body(op: int, body: bytes) -> Body:
     }
     if op == OP_LIST | REPLY:
         return _decode_list(body)
+    if op == OP_ATTACH_BATCH | REPLY:
+        return _decode_attach_batch(body)
+    if op == OP_RELEASE_BATCH | REPLY:
+        return _decode_release_batch(body)
     if op == OP_ERROR:
         if len(body) != ERROR_SIZE:
             raise DecodeError(f"error reply of {len(body)} bytes")
@@ -232,7 +320,7 @@ def _decode_body(op: int, body: bytes) -> Body:
 
 def decode_reply(data: bytes) -> Reply:
     """Decode one reply message; DecodeError if it is not a valid one."""
-    if len(data) < HEADER_SIZE or len(data) > MAX_MSG:
+    if len(data) < HEADER_SIZE or len(data) > MAX_REPLY:
         raise DecodeError(f"message of {len(data)} bytes")
     magic, version, op, seq, body_len = _HEADER.unpack_from(data)
     if magic != MAGIC:

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import socket as _socket
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import IO, Union
@@ -21,8 +23,7 @@ from typing import IO, Union
 from . import protocol as P
 from . import spawn as _spawn
 from . import transport
-from .errors import (BusyError, ConnectError, DataLostError, DeviceChangedError, Error,
-                     ProtocolError, from_reply)
+from .errors import ConnectError, Error, HelperError, ProtocolError, from_reply
 from .partitions import Partition
 
 #: What attach() accepts as the backing file: an open file, an fd, or a path.
@@ -31,7 +32,16 @@ Image = Union[int, str, "os.PathLike[str]", IO[bytes]]
 DEFAULT_TIMEOUT = 10.0
 
 _OP_NAMES = {P.OP_HELLO: "hello", P.OP_ATTACH: "attach", P.OP_RELEASE: "release",
-             P.OP_LIST: "list"}
+             P.OP_LIST: "list", P.OP_ATTACH_BATCH: "attach", P.OP_RELEASE_BATCH: "release"}
+
+#: After these release outcomes the id is gone from the session (PROTOCOL.md).
+_GONE = (P.Reason.NONE, P.Reason.BUSY, P.Reason.DEVICE_CHANGED, P.Reason.DATA_LOST,
+         P.Reason.KERNEL)
+#: ... and after these the helper stays until the device has detached.
+_LINGERS = (P.Reason.BUSY, P.Reason.DEVICE_CHANGED)
+
+#: The helper's prefix naming the failing entry of an ATTACH_BATCH.
+_ENTRY = re.compile(r"entry (\d+): (.*)", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,56 @@ class Receipt:
     path: str
     image: str
     waited_ms: int  # time the helper waited for other openers
+
+
+@dataclass(frozen=True)
+class AttachEntry:
+    """One entry of attach_batch(): an image and attach()'s options for it."""
+
+    image: "Image"
+    offset: int = 0
+    sizelimit: int = 0
+    read_only: bool = False
+    sector_size: int = 0
+    direct_io: bool = False
+    partscan: bool = False
+    grant: bool = False
+    name: str | None = None  # the image's name in messages
+
+    @property
+    def flags(self) -> int:
+        """The request's flags."""
+        return ((P.READ_ONLY if self.read_only else 0) |
+                (P.PARTSCAN if self.partscan else 0) |
+                (P.DIRECT_IO if self.direct_io else 0) | (P.GRANT if self.grant else 0))
+
+
+@dataclass(frozen=True)
+class ReleaseResult:
+    """One device's outcome of release_batch() (struct loopfd_release_result).
+
+    ``error`` is None when the device was flushed and detached, else the
+    exception release() would have raised for it (BusyError: it detaches by
+    itself at its last close; ...).
+    """
+
+    id: int
+    name: str
+    path: str
+    image: str
+    waited_ms: int  # time this device waited for other openers
+    error: "Error | None" = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether every byte is in the image and the device detached."""
+        return self.error is None
+
+    def receipt(self) -> Receipt:
+        """The Receipt of a success; raises the device's error otherwise."""
+        if self.error is not None:
+            raise self.error
+        return Receipt(self.id, self.name, self.path, self.image, self.waited_ms)
 
 
 @dataclass(eq=False)
@@ -145,6 +205,17 @@ def _image_name(image: Image) -> str:
     return str(name) if name is not None else f"fd {image.fileno()}"
 
 
+def _name_entry(e: HelperError, names: list[str]) -> None:
+    """An ATTACH_BATCH error: its entry (the helper's "entry K: ") named by
+    its image, as a single attach of it would be; others are left alone."""
+    m = _ENTRY.fullmatch(e.text)
+    if m is None or int(m.group(1)) >= len(names):
+        return
+    e.entry = int(m.group(1))
+    e.text = m.group(2)
+    e.message = f"{names[e.entry]}: attach: helper refused: entry {e.entry}: {e.text}"
+
+
 def _open_image(path: str, read_only: bool) -> int:
     """Open path as the caller; O_NONBLOCK only so that a FIFO cannot hang open()."""
     flags = (os.O_RDONLY if read_only else os.O_RDWR) | os.O_CLOEXEC | os.O_NOCTTY
@@ -184,6 +255,13 @@ class Session:
         return ProtocolError(f"{_OP_NAMES.get(op, 'request')}: bad reply from helper: "
                              f"{what}", operation=_OP_NAMES.get(op, "request"))
 
+    def _note_release(self, dev_id: int, reason: int) -> None:
+        """The session's bookkeeping after a release outcome (as libloopfd's)."""
+        if reason in _LINGERS:
+            self._lingers = True
+        if reason in _GONE:
+            self.held.pop(dev_id, None)
+
     def _check(self, op: int, got: transport.Received) -> P.Reply:
         """The reply to op, or the exception it stands for."""
         if got.truncated or got.other_control:
@@ -199,20 +277,26 @@ class Session:
             raise from_reply(_OP_NAMES.get(op, "request"), b.errno, b.reason, b.text)
         if reply.op != op | P.REPLY:
             raise self._fail(op, f"operation {reply.op:#x} in reply to {op:#x}")
-        if len(got.fds) != P.fds_for_op(reply.op):
+        if len(got.fds) != P.fds_for_reply(reply):
             raise self._fail(op, f"{len(got.fds)} file descriptors, expected "
-                                 f"{P.fds_for_op(reply.op)}")
+                                 f"{P.fds_for_reply(reply)}")
         return reply
 
     def transact(self, op: int, body: bytes, fd: int | None = None) -> tuple[P.Reply, int]:
         """Send a request (header made here) and return the reply and its fd (-1)."""
+        reply, fds = self.transact_fds(op, body, [] if fd is None else [fd])
+        return reply, fds[0] if fds else -1
+
+    def transact_fds(self, op: int, body: bytes,
+                     fds: Sequence[int] = ()) -> tuple[P.Reply, list[int]]:
+        """Send a request with fds (one SCM_RIGHTS message); the reply and its fds."""
         name = _OP_NAMES.get(op, "request")
         if self._sock is None or self._broken:
             raise Error(f"{name}: the connection to the helper is unusable after an "
                         "earlier error or close", errno=errno.ENOTCONN, operation=name)
         self._seq = (self._seq + 1) & 0xFFFFFFFF
         try:
-            transport.send(self._sock, P.encode(op, self._seq, body), fd)
+            transport.send(self._sock, P.encode(op, self._seq, body), fds or None)
             got = transport.recv(self._sock)
         except (BrokenPipeError, ConnectionResetError) as e:
             self._broken = True
@@ -231,7 +315,7 @@ class Session:
         except BaseException:
             got.close_fds()
             raise
-        return reply, got.fds[0] if got.fds else -1
+        return reply, got.fds
 
     # ---- the operations --------------------------------------------------
 
@@ -332,19 +416,177 @@ class Session:
         try:
             reply, _ = self.transact(P.OP_RELEASE, body)
         except Error as e:
-            if isinstance(e, (BusyError, DeviceChangedError)):
-                self._lingers = True
-            if isinstance(e, (BusyError, DeviceChangedError, DataLostError)):
-                self.held.pop(dev_id, None)  # the id is gone from the session
+            if isinstance(e, HelperError):
+                self._note_release(dev_id, e.reason)
             e.message = f"release of {what} failed: {e.text}"
             raise
-        self.held.pop(dev_id, None)
+        self._note_release(dev_id, P.Reason.NONE)
         rep = reply.body
         assert isinstance(rep, P.ReleaseReply)
         if rep.id != dev_id:
             raise self._fail(P.OP_RELEASE, "the reply names another device")
         return Receipt(dev_id, dev.name if dev else "", dev.path if dev else "",
                        dev.image if dev else "", rep.waited_ms)
+
+    # ---- batches ---------------------------------------------------------
+
+    @property
+    def batched(self) -> bool:
+        """Whether the helper takes batches in one request (FEAT_BATCH)."""
+        return bool(self.info.features & P.FEAT_BATCH)
+
+    def attach_batch(self, entries: Sequence["AttachEntry | Image"]) -> list[Device]:
+        """Attach 1 to 64 images, all or nothing (loopfd_attach_batch).
+
+        entries: AttachEntry objects (an image and attach()'s options for
+        it), or plain images (attach()'s defaults).  Returns the devices in
+        the entries' order.  One request and one reply when the helper has
+        FEAT_BATCH; one attach() per entry otherwise, undone on a failure.
+
+        On failure nothing is attached (the helper released those of the
+        batch it had attached before the failing entry) and the exception
+        is the one attach() would raise for that entry, its ``entry`` the
+        entry's index, its message beginning with the entry's image and
+        saying ``entry K: ``; ``entry`` is None when the failure was not
+        one entry's (the count, the connection, a reply that does not fit).
+        """
+        items = [e if isinstance(e, AttachEntry) else AttachEntry(e) for e in entries]
+        if not 1 <= len(items) <= P.MAX_BATCH:
+            raise Error(f"attach: a batch takes 1 to {P.MAX_BATCH} entries "
+                        f"({len(items)} given)", errno=errno.EINVAL, operation="attach")
+        if not self.batched:
+            return self._attach_each(items)
+        names = [e.name or _image_name(e.image) for e in items]
+        opened: list[int] = []
+        try:
+            backing = [self._backing_fd(e, i, opened) for i, e in enumerate(items)]
+            body = P.attach_batch(0, [(e.flags, e.sector_size, e.offset, e.sizelimit)
+                                      for e in items])[P.HEADER_SIZE:]
+            try:
+                reply, fds = self.transact_fds(P.OP_ATTACH_BATCH, body, backing)
+            except HelperError as e:
+                _name_entry(e, names)
+                raise
+        finally:
+            for fd in opened:
+                os.close(fd)
+        assert isinstance(reply.body, P.AttachBatchReply)
+        devs = [Device.from_record(rec, fd, name, self)
+                for rec, fd, name in zip(reply.body.records, fds, names)]
+        for dev in devs:
+            self.held[dev.id] = dev  # the helper holds them, whatever follows
+        if len(devs) != len(items):
+            for dev in devs:
+                dev.close_fd()
+            raise self._fail(P.OP_ATTACH_BATCH, f"{len(devs)} devices for "
+                                                f"{len(items)} entries")
+        try:
+            for dev in devs:
+                self._check_device_fd(dev)
+        except Error:
+            for dev in devs:
+                dev.close_fd()
+            raise
+        return devs
+
+    @staticmethod
+    def _backing_fd(entry: "AttachEntry", index: int, opened: list[int]) -> int:
+        """The entry's backing fd; a path is opened here (into opened)."""
+        if isinstance(entry.image, (str, os.PathLike)):
+            try:
+                fd = _open_image(os.fsdecode(entry.image), entry.read_only)
+            except Error as e:
+                e.entry = index
+                raise
+            opened.append(fd)
+            return fd
+        return entry.image if isinstance(entry.image, int) else entry.image.fileno()
+
+    def _attach_each(self, items: list["AttachEntry"]) -> list[Device]:
+        """A helper without FEAT_BATCH: attach() after attach(), and on a
+        failure the earlier ones released (timeout 0), as the helper would."""
+        devs: list[Device] = []
+        for i, e in enumerate(items):
+            try:
+                devs.append(self.attach(e.image, offset=e.offset, sizelimit=e.sizelimit,
+                                        read_only=e.read_only, sector_size=e.sector_size,
+                                        direct_io=e.direct_io, partscan=e.partscan,
+                                        grant=e.grant, name=e.name))
+            except Error as failure:
+                failure.entry = i
+                if isinstance(failure, HelperError):
+                    name = e.name or _image_name(e.image)
+                    failure.message = (f"{name}: attach: helper refused: entry {i}: "
+                                       f"{failure.text}")
+                for dev in devs:
+                    try:
+                        self.release(dev, 0)
+                    except Error as undo:
+                        failure.add_note(f"undoing entry {devs.index(dev)}: {undo}")
+                raise
+        return devs
+
+    def release_batch(self, devices: Sequence[Device | int],
+                      timeout: float = DEFAULT_TIMEOUT) -> list[ReleaseResult]:
+        """Release 1 to 64 devices (or ids), one result each, in order
+        (loopfd_release_batch).
+
+        Our own fds of the devices are closed first.  timeout: seconds that
+        the whole batch may wait for other openers (each device, for a
+        helper without FEAT_BATCH, which gets one release() per device).
+        One device's failure does not stop the others, and does not raise:
+        its ReleaseResult's ``error`` is the exception release() would have
+        raised (result.receipt() raises it).  Raises only when the request
+        as a whole was refused, and then nothing was released: ids given
+        twice (Error, EINVAL), a timeout the helper refuses
+        (BadOptionError), the connection failing, a reply that does not
+        answer the request (ProtocolError).
+        """
+        ids = [d.id if isinstance(d, Device) else d for d in devices]
+        if not 1 <= len(ids) <= P.MAX_BATCH:
+            raise Error(f"release: a batch takes 1 to {P.MAX_BATCH} devices "
+                        f"({len(ids)} given)", errno=errno.EINVAL, operation="release")
+        for i, dev_id in enumerate(ids):
+            if dev_id in ids[:i]:
+                raise Error(f"release: device id {dev_id} given twice (entries "
+                            f"{ids.index(dev_id)} and {i})", errno=errno.EINVAL,
+                            operation="release")
+        timeout_ms = round(timeout * 1000)
+        if timeout_ms < 0 or timeout_ms > 0xFFFFFFFF:
+            raise Error(f"release: timeout {timeout} s out of range", errno=errno.EINVAL)
+        known = [d if isinstance(d, Device) else self.held.get(d) for d in devices]
+        if not self.batched:
+            return [self._release_one(dev_id, dev, timeout) for dev_id, dev in zip(ids, known)]
+        for dev in known:
+            if dev is not None:
+                dev.close_fd()
+        body = P.release_batch(0, ids, timeout_ms)[P.HEADER_SIZE:]
+        reply, _ = self.transact_fds(P.OP_RELEASE_BATCH, body)
+        assert isinstance(reply.body, P.ReleaseBatchReply)
+        outcomes = reply.body.outcomes
+        if [o.id for o in outcomes] != ids:
+            raise self._fail(P.OP_RELEASE_BATCH, "the outcomes name other devices")
+        return [self._result(o, dev) for o, dev in zip(outcomes, known)]
+
+    def _release_one(self, dev_id: int, dev: Device | None, timeout: float) -> ReleaseResult:
+        """release() as a ReleaseResult (a helper without FEAT_BATCH)."""
+        try:
+            r = self.release(dev if dev is not None else dev_id, timeout)
+        except HelperError as e:
+            return ReleaseResult(dev_id, dev.name if dev else "", dev.path if dev else "",
+                                 dev.image if dev else "", 0, e)
+        return ReleaseResult(r.id, r.name, r.path, r.image, r.waited_ms)
+
+    def _result(self, o: P.Outcome, dev: Device | None) -> ReleaseResult:
+        """One outcome of a RELEASE_BATCH reply, worded as release() would."""
+        self._note_release(o.id, o.reason)
+        error = None
+        if o.reason != P.Reason.NONE:
+            error = from_reply("release", o.errno, o.reason, o.text)
+            what = f"{dev.path} (image {dev.image})" if dev else f"device id {o.id}"
+            error.message = f"release of {what} failed: {error.text}"
+        return ReleaseResult(o.id, dev.name if dev else "", dev.path if dev else "",
+                             dev.image if dev else "", o.waited_ms, error)
 
     def list(self) -> list[Device]:
         """The devices this session holds, sorted by id, with fd -1 (loopfd_list).
@@ -362,15 +604,25 @@ class Session:
     # ---- the end ---------------------------------------------------------
 
     def release_all(self, timeout: float = DEFAULT_TIMEOUT) -> list[Receipt]:
-        """Release every device still held; raise the first failure after trying all."""
-        receipts, first = [], None
-        for dev in list(self.held.values()):
+        """Release every device still held, in batches of up to 64 (each
+        batch waits at most timeout for other openers); raise the first
+        failure after trying all."""
+        held = list(self.held.values())
+        receipts: list[Receipt] = []
+        first: Error | None = None
+        for start in range(0, len(held), P.MAX_BATCH):
             try:
-                receipts.append(self.release(dev, timeout))
+                results = self.release_batch(held[start:start + P.MAX_BATCH], timeout)
             except Error as e:
                 first = first or e
                 if self._broken:
                     break
+                continue
+            for r in results:
+                if r.error is not None:
+                    first = first or r.error
+                else:
+                    receipts.append(r.receipt())
         if first is not None:
             raise first
         return receipts

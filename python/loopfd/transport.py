@@ -5,13 +5,14 @@ from __future__ import annotations
 import array
 import os
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .protocol import MAX_MSG
+from .protocol import MAX_BATCH, MAX_REPLY
 
-# Room for more fds than the protocol ever sends, so that extra ones are
-# seen (and closed) rather than cut off silently.
-_MAX_FDS = 8
+# Room for more fds than the protocol ever sends (an ATTACH_BATCH reply's
+# 64), so that extra ones are seen (and closed) rather than cut off silently.
+_MAX_FDS = MAX_BATCH + 8
 
 
 @dataclass
@@ -30,14 +31,16 @@ class Received:
         self.fds = []
 
 
-def send(sock: socket.socket, data: bytes, fd: int | None = None) -> None:
-    """Send one message, with fd as SCM_RIGHTS when given.
+def send(sock: socket.socket, data: bytes, fd: int | Sequence[int] | None = None) -> None:
+    """Send one message, with fd (or every fd of a sequence, in order, in
+    one SCM_RIGHTS control message) when given.
 
     MSG_NOSIGNAL: a helper that went away is BrokenPipeError, not SIGPIPE.
     """
+    fds = [] if fd is None else [fd] if isinstance(fd, int) else list(fd)
     ancillary = []
-    if fd is not None:
-        ancillary.append((socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd])))
+    if fds:
+        ancillary.append((socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds)))
     while True:
         try:
             sock.sendmsg([data], ancillary, socket.MSG_NOSIGNAL)
@@ -47,9 +50,13 @@ def send(sock: socket.socket, data: bytes, fd: int | None = None) -> None:
 
 
 def recv(sock: socket.socket) -> Received:
-    """Receive one message; every fd arrives close-on-exec (MSG_CMSG_CLOEXEC)."""
+    """Receive one message; every fd arrives close-on-exec (MSG_CMSG_CLOEXEC).
+
+    The buffer takes the largest reply (a RELEASE_BATCH of 64 outcomes is
+    16408 bytes, more than the 8192 of any other message).
+    """
     data, ancdata, flags, _ = sock.recvmsg(
-        MAX_MSG, socket.CMSG_SPACE(_MAX_FDS * array.array("i").itemsize),
+        MAX_REPLY, socket.CMSG_SPACE(_MAX_FDS * array.array("i").itemsize),
         socket.MSG_CMSG_CLOEXEC)
     got = Received(data)
     for level, kind, payload in ancdata:

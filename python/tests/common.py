@@ -13,6 +13,7 @@ import socket
 import tempfile
 import time
 import unittest
+from collections.abc import Sequence
 
 import loopfd
 from loopfd import protocol as P
@@ -59,7 +60,7 @@ def raw_socket() -> socket.socket:
     return sock
 
 
-def ask(sock: socket.socket, data: bytes, fd: int | None = None) -> P.Reply:
+def ask(sock: socket.socket, data: bytes, fd: int | Sequence[int] | None = None) -> P.Reply:
     """Send raw bytes, return the decoded reply (fds that came are closed)."""
     from loopfd import transport
     transport.send(sock, data, fd)

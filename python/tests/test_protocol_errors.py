@@ -8,6 +8,7 @@ import socket
 import struct
 import time
 import unittest
+from collections.abc import Sequence
 
 import loopfd
 from loopfd import errors, protocol as P, transport
@@ -31,7 +32,8 @@ class RawProtocolTest(unittest.TestCase):
         self.img_fd = os.open(self.img, os.O_RDWR)
         self.addCleanup(os.close, self.img_fd)
 
-    def expect(self, exc: type[loopfd.HelperError], data: bytes, fd: int | None = None,
+    def expect(self, exc: type[loopfd.HelperError], data: bytes,
+               fd: int | Sequence[int] | None = None,
                seq: int | None = None) -> loopfd.HelperError:
         reply = ask(self.sock, data, fd)
         e = exception_for(reply)
@@ -86,6 +88,59 @@ class RawProtocolTest(unittest.TestCase):
         self.expect(loopfd.UnknownDeviceError, P.release(25, 77, P.MAX_TIMEOUT_MS + 1))
         reply = ask(self.sock, P.list_devices(26))
         self.assertEqual((reply.op, reply.body), (P.OP_LIST | P.REPLY, []))
+
+    def test_batches(self) -> None:
+        """Hostile batch requests: refused as a whole, nothing attached or released."""
+        self.expect(loopfd.NoHelloError, P.release_batch(30, [1], 0), seq=30)
+        # the batch reply ops are checked as replies, as 0x81 ... 0x84 are
+        outcome = struct.pack("<II", 1, 0) + bytes(256)
+        self.expect(loopfd.NoHelloError, P.encode(P.OP_RELEASE_BATCH | P.REPLY, 45, outcome))
+        self.hello()
+        self.expect(loopfd.UnknownOpError, P.encode(P.OP_RELEASE_BATCH | P.REPLY, 46, outcome))
+        e = self.expect(loopfd.FdCountError, P.encode(P.OP_ATTACH_BATCH | P.REPLY, 47,
+                                                      struct.pack("<II", 1, 0) + bytes(72)))
+        self.assertIn("takes no file descriptors", e.text)
+        reply = ask(self.sock, P.attach(31, 0, 0, 0, 0), self.img_fd)
+        assert isinstance(reply.body, P.DeviceRecord)
+        held = reply.body.id
+        head = struct.Struct("<II")
+        # N over 64, N of 0, N against the body: MALFORMED
+        ids = b"".join(struct.pack("<I", held) for _ in range(65))
+        self.expect(loopfd.MalformedError,
+                    P.encode(P.OP_RELEASE_BATCH, 32, head.pack(65, 0) + ids), seq=32)
+        self.expect(loopfd.MalformedError, P.encode(P.OP_RELEASE_BATCH, 33, head.pack(0, 0)))
+        self.expect(loopfd.MalformedError,
+                    P.encode(P.OP_RELEASE_BATCH, 34, head.pack(2, 0) + ids[:4]))
+        entries = [(0, 0, 0, 0)] * 65
+        self.expect(loopfd.MalformedError, P.attach_batch(35, entries), [self.img_fd] * 65)
+        # reserved field of an ATTACH_BATCH
+        body = P.attach_batch(36, [(0, 0, 0, 0)])
+        self.expect(loopfd.MalformedError, body[:20] + b"\1" + body[21:], self.img_fd)
+        # fds: N of them, none for RELEASE_BATCH
+        e = self.expect(loopfd.FdCountError, P.attach_batch(37, [(0, 0, 0, 0)] * 2),
+                        self.img_fd)
+        self.assertNotIn("entry", e.text)
+        self.expect(loopfd.FdCountError, P.release_batch(38, [held], 0), self.img_fd)
+        # duplicate ids and a timeout over the bound: BAD_OPTION, nothing released
+        e = self.expect(loopfd.BadOptionError, P.release_batch(39, [held, 5, held], 0), seq=39)
+        self.assertIn("entries 0 and 2", e.text)
+        self.expect(loopfd.BadOptionError, P.release_batch(40, [held], P.MAX_TIMEOUT_MS + 1))
+        reply = ask(self.sock, P.list_devices(41))
+        assert isinstance(reply.body, list)
+        self.assertEqual([r.id for r in reply.body], [held])
+        # an entry refused: the error names it, earlier entries undone
+        e = self.expect(loopfd.BadOptionError,
+                        P.attach_batch(42, [(0, 0, 0, 0), (0, 3000, 0, 0)]),
+                        [self.img_fd, self.img_fd])
+        self.assertTrue(e.text.startswith("entry 1: "), e.text)
+        reply = ask(self.sock, P.list_devices(43))
+        assert isinstance(reply.body, list)
+        self.assertEqual(len(reply.body), 1)
+        # and the good one: one outcome, released, in a reply decoded whole
+        reply = ask(self.sock, P.release_batch(44, [held], 5000))
+        self.assertEqual(reply.op, P.OP_RELEASE_BATCH | P.REPLY)
+        assert isinstance(reply.body, P.ReleaseBatchReply)
+        self.assertEqual([(o.id, o.reason) for o in reply.body.outcomes], [(held, 0)])
 
     def test_session_survives_refusals(self) -> None:
         self.hello()
@@ -186,6 +241,21 @@ class MappingTest(unittest.TestCase):
         for data in bad:
             with self.assertRaises(P.DecodeError):
                 P.decode_reply(data)
+        batch_bad = [P.encode(0x86, 1, struct.pack("<II", 0, 0)),
+                     P.encode(0x86, 1, struct.pack("<II", 65, 0) + bytes(256 * 65)),
+                     P.encode(0x86, 1, struct.pack("<II", 1, 0) + bytes(255)),
+                     P.encode(0x85, 1, struct.pack("<II", 1, 1) + bytes(72)),
+                     P.encode(0x85, 1, struct.pack("<II", 2, 0) + bytes(72))]
+        for data in batch_bad:
+            with self.assertRaises(P.DecodeError):
+                P.decode_reply(data)
+        # the largest reply: 64 outcomes, 16408 bytes
+        outcome = struct.pack("<IIiI", 7, 23, 16, 300) + b"busy".ljust(240, b"\0")
+        big = P.encode(0x86, 2, struct.pack("<II", 64, 0) + outcome * 64)
+        self.assertEqual(len(big), P.MAX_REPLY)
+        rep = P.decode_reply(big)
+        assert isinstance(rep.body, P.ReleaseBatchReply)
+        self.assertEqual(rep.body.outcomes[63], P.Outcome(7, 23, 16, 300, "busy"))
         text = P.decode_reply(P.encode(0xFF, 1, bytes(8) + b"a\x1b[31mb\0".ljust(240, b"\0")))
         assert isinstance(text.body, P.ErrorReply)
         self.assertEqual(text.body.text, "a?[31mb")

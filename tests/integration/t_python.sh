@@ -4,7 +4,8 @@
 # with Debian's /usr/bin/python3 as uid 65534 against the setuid helper, a
 # --listen daemon and systemd socket activation; policy refusals through a
 # running daemon (the policy is read per connection); no_new_privs and user
-# namespaces; the osbuild-style example, its image checked again here as root;
+# namespaces; batches (41 images, failure at entry K under a per-user limit of 3,
+# one busy device among released ones); the osbuild-style example, its image checked again here as root;
 # the partition reader against sfdisk and against the C client's answers.
 . "$(dirname "$0")/../lib.sh"
 
@@ -87,6 +88,16 @@ expect_refusal NotAuthorizedError "pass"
 write_config "allow-grant yes"
 chmod 0666 "$LOOPFD_CONF"
 expect_refusal ConfigError "pass"
+remove_config
+
+# Batches: 41 images in one request each way needs a per-user limit above the
+# default 16; a limit of 3 makes a batch fail at entry 3. Setuid and daemon.
+write_config "max-devices-per-user 64"
+suite setuid "" test_batch.BatchTest test_batch.CliBatchTest
+suite listen "$sock" test_batch.BatchTest test_batch.CliBatchTest
+write_config "max-devices-per-user 3"
+suite setuid "" test_batch.LimitTest
+suite listen "$sock" test_batch.LimitTest
 remove_config
 
 # no_new_privs (bubblewrap): the setuid route says why and where to go...
