@@ -217,25 +217,26 @@ static void refuse_service(struct session *s, enum lfd_reason r, const char *why
 		logmsg("refusing uid %u: %s", (unsigned)s->caller.uid, why);
 }
 
-/* Could the caller read the policy file itself?  Then quoting it tells
- * nothing new. */
-static int caller_can_read(const char *path, const struct caller *c)
+/* Could anyone, the caller included, read the policy file itself?  Then
+ * quoting it tells nothing new.  Only "everyone" is judged (world-readable,
+ * every directory above world-searchable): group bits, ACLs and the
+ * caller's groups are not worth the risk of misjudging. */
+static int caller_can_read(const char *path)
 {
+	char dir[PATH_MAX];
 	struct stat st;
-	int i;
+	char *slash;
 
-	if (stat(path, &st) < 0)
+	if (stat(path, &st) < 0 || !(st.st_mode & S_IROTH) ||
+	    strlen(path) >= sizeof(dir))
 		return 0;
-	if (st.st_mode & S_IROTH)
-		return 1;
-	if (!(st.st_mode & S_IRGRP))
-		return 0;
-	if (st.st_gid == c->gid)
-		return 1;
-	for (i = 0; i < c->ngroups; i++)
-		if (st.st_gid == c->groups[i])
-			return 1;
-	return 0;
+	memcpy(dir, path, strlen(path) + 1);
+	while ((slash = strrchr(dir, '/')) != NULL && slash != dir) {
+		*slash = '\0';
+		if (stat(dir, &st) < 0 || !(st.st_mode & S_IXOTH))
+			return 0;
+	}
+	return 1;
 }
 
 /* Step: the policy, read anew for every session.  Unusable means no
@@ -250,7 +251,7 @@ static void load_policy(struct session *s)
 	policy_defaults(&s->policy);
 	s->policy.allow_grant = 0;
 	if (rc != CONFIG_ERR_CONTENTS ||
-	    caller_can_read(LOOPFD_CONFIG_PATH, &s->caller)) {
+	    caller_can_read(LOOPFD_CONFIG_PATH)) {
 		refuse_service(s, LFD_R_CONFIG, err);
 		return;
 	}
