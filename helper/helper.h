@@ -79,7 +79,7 @@ uint64_t quota_user_base(uid_t uid);
 #define QUOTA_GLOBAL_BASE	0
 /* Setuid sessions (each with its guard) a uid may run at once: root
  * processes its user's pids and memory limits no longer count. */
-#define QUOTA_SESSIONS_PER_UID	32
+#define QUOTA_SESSIONS_PER_UID	128
 uint64_t quota_session_base(uid_t uid);
 
 /* ---- a session ------------------------------------------------------------ */

@@ -155,20 +155,20 @@ else
 fi
 
 # 2c. Setuid sessions run as root, outside the user's pids and memory
-#     limits: at most 32 per uid at once (sessions without a device too).
+#     limits: at most 128 per uid at once (sessions without a device too).
 PYLOOPFD=$(cd "$(dirname "$0")/../../python" && pwd)
 as_nobody env PYTHONPATH="$PYLOOPFD" LOOPFD_HELPER="$HELPER" /usr/bin/python3 -c '
 import loopfd, sys
-held = [loopfd.connect() for _ in range(32)]
+held = [loopfd.connect() for _ in range(128)]
 try:
     loopfd.connect()
 except loopfd.Error as e:
     print("refused:", e)
-    sys.exit(0 if "already runs 32 loopfd sessions" in str(e) else 3)
+    sys.exit(0 if "already runs 128 loopfd sessions" in str(e) else 3)
 sys.exit(4)
-' > "$T/sessions" 2>&1 || fail "33rd setuid session of one uid: $(cat "$T/sessions")"
-as_nobody "$LOOPFD" run "$T/img" -- true || fail "sessions not counted down after the 32 closed"
-note "setuid sessions: the 33rd of one uid refused"
+' > "$T/sessions" 2>&1 || fail "129th setuid session of one uid: $(cat "$T/sessions")"
+as_nobody "$LOOPFD" run "$T/img" -- true || fail "sessions not counted down after the 128 closed"
+note "setuid sessions: the 129th of one uid refused"
 
 # 3. oom_score_adj 1000 before the exec: the helper brings its own down.
 held_run sh -c 'echo 1000 > /proc/self/oom_score_adj && exec "$@"' sh
