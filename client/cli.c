@@ -836,7 +836,7 @@ static void print_session(const struct loopfd_session *s)
  * node (EACCES).  loopfd cannot see why COMMAND failed, so it says what
  * may have happened, not what did.
  */
-void hint_grant(char **cmd, int status, int granted, int allowed)
+void hint_grant(char **cmd, int status, int granted, int allowed, int held)
 {
 	size_t i;
 	int path = 0;
@@ -849,9 +849,10 @@ void hint_grant(char **cmd, int status, int granted, int allowed)
 	if (path)
 		fprintf(stderr, "loopfd: %s exited with status %d; if it could not "
 			"open the device by path (Permission denied on /dev/fd/N "
-			"or /dev/loopN), --grant makes the node yours while "
+			"or /dev/loopN), %s makes the node yours while "
 			"attached; writing to the fd itself never needs it\n",
-			cmd[0], status);
+			cmd[0], status, held ? "attaching with 'loopfd attach "
+			"--grant' (exec takes no --grant)" : "--grant");
 }
 
 /* ---- release ---------------------------------------------------------------- */
@@ -1383,7 +1384,7 @@ static int run_command_with(struct loopfd_session *s, struct image *imgs,
 	for (i = 0; i < n && !(imgs[i].dev.flags & LOOPFD_GRANT); i++)
 		;
 	hint_grant(cmd, status, i < n,
-		   loopfd_session_info(s)->features & LOOPFD_FEAT_GRANT);
+		   loopfd_session_info(s)->features & LOOPFD_FEAT_GRANT, 0);
 	return status;
 }
 

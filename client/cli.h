@@ -71,7 +71,7 @@ void error_text(char *buf, size_t cap, const char *what,
 void print_error(const char *what, const struct loopfd_error *err);
 int flush_stdout(void);
 int print_help(void);
-void hint_grant(char **cmd, int status, int granted, int allowed);
+void hint_grant(char **cmd, int status, int granted, int allowed, int held);
 void help_if_asked(int argc, char **argv);
 
 /* One device handed to COMMAND. */

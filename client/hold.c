@@ -708,7 +708,7 @@ int cmd_exec(int argc, char **argv)
 	for (i = 0; i < n && !(reps[i].dev.flags & LOOPFD_GRANT); i++)
 		;
 	hint_grant(&argv[dashes + 1], status, i < n,
-		   reps[0].features & LOOPFD_FEAT_GRANT);
+		   reps[0].features & LOOPFD_FEAT_GRANT, 1);
 out:
 	for (i = 0; i < n; i++)
 		if (devs[i].fd >= 0)

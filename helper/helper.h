@@ -18,6 +18,7 @@
 #define CALLER_MAX_GROUPS	256
 #define SESSION_END_TIMEOUT_MS	10000	/* release wait when a client vanished */
 #define HELLO_TIMEOUT_MS	10000	/* a connection that says nothing */
+#define REFUSED_TIMEOUT_MS	1000	/* a refused one: for its first request */
 #define WATCH_INTERVAL_MS	1000	/* re-check of devices released busy */
 
 /* ---- policy (config.c) ---------------------------------------------------- */
@@ -107,6 +108,7 @@ struct session {
 	int ctl_fd;			/* /dev/loop-control */
 	int quota_fd;
 	int guard_fd;			/* notes to the guard (guard.c) */
+	int oom_immune;			/* setuid: oom_score_adj is -1000 */
 	const char *refusal;		/* set: answer every request with this */
 	enum lfd_reason refusal_reason;
 	int hello_done;

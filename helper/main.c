@@ -330,6 +330,36 @@ static void disable_sockopt(int sock, int opt)
 	setsockopt(sock, SOL_SOCKET, opt, &off, sizeof(off));
 }
 
+/* A lever the caller holds over us that we cannot take away: refuse to
+ * serve, and say which and what to do instead. */
+static void refuse_reach(const char *lever, const char *why)
+	__attribute__((noreturn));
+static void refuse_reach(const char *lever, const char *why)
+{
+	logmsg("refusing to run: %s: %s; the caller could end or stop the "
+	       "helper between a flush and a clear.  Use socket mode instead "
+	       "(loopfd-helper --listen, or the loopfd.socket unit, with "
+	       "LOOPFD_SOCKET)", lever, why);
+	_exit(1);
+}
+
+/* Setuid session with a slot: out of every cgroup the caller could use
+ * against us.  Refused sessions stay where they are (they hold nothing,
+ * end at once, and so stay under the user's own pids limit). */
+static void leave_user_cgroups(const struct session *s)
+{
+	char what[PATH_MAX + 64];
+
+	if (s->mode != LFD_MODE_SETUID || s->refusal)
+		return;
+	if (sb_leave_user_cgroups(s->oom_immune, what, sizeof(what)) < 0)
+		refuse_reach(what, errno == ENOENT ? "not mounted where the "
+			     "helper can check who controls it" :
+			     errno == EPERM ? "even its hierarchy's root is "
+			     "writable by others or memory-limited" :
+			     strerror(errno));
+}
+
 /*
  * One session, from a connected socket to exit.  Privilege is narrowed
  * here, in this order, before the first byte from the client is read.
@@ -358,13 +388,20 @@ static void run_session(struct session *s)
 	/* 3. Slot file and loop-control, while files can be opened. */
 	open_session_files(s);
 
-	/* 4. Capabilities: {CAP_SYS_ADMIN} (BLKFLSBUF), plus CAP_CHOWN only if
+	/* 4. Setuid: a slot among the uid's sessions (they run as root,
+	 *    outside the user's pids and memory limits), then out of every
+	 *    cgroup the caller could use against us; refused sessions stay
+	 *    put and end after one reply. */
+	take_session_slot(s);
+	leave_user_cgroups(s);
+
+	/* 5. Capabilities: {CAP_SYS_ADMIN} (BLKFLSBUF), plus CAP_CHOWN only if
 	 *    the policy allows --grant; bounding set empty, securebits locked,
 	 *    no_new_privs. */
 	if (sb_narrow_caps(s->policy.allow_grant) < 0)
 		die("narrowing capabilities", errno);
 
-	/* 5. Landlock: files only beneath /dev from here on.  Fail closed: a
+	/* 6. Landlock: files only beneath /dev from here on.  Fail closed: a
 	 *    uid-0 helper that could still open any root-owned file is not
 	 *    run (Landlock is in every kernel we support, but can be left
 	 *    out of the boot's lsm= list). */
@@ -373,29 +410,26 @@ static void run_session(struct session *s)
 		die("Landlock (confining the helper to /dev)",
 		    rc < 0 ? errno : EOPNOTSUPP);
 
-	/* 6. The guard: a process that outlives this one, so that no death
-	 *    of ours leaves a node granted or lets slots go early.  Setuid
-	 *    sessions are counted per uid first (the daemon counts its own):
-	 *    they run as root, outside the user's pids and memory limits. */
-	take_session_slot(s);
+	/* 7. The guard: a process that outlives this one, so that no death
+	 *    of ours leaves a node granted or lets slots go early. */
 	if (!s->refusal && guard_start(s) < 0)
 		die("starting the session's guard", errno);
 
-	/* 7. Setuid: let go of the caller's stdio.  A full pipe (or a stopped
+	/* 8. Setuid: let go of the caller's stdio.  A full pipe (or a stopped
 	 *    terminal) on stderr would otherwise block the helper in its next
 	 *    log line, between a flush and a clear, for as long as the caller
 	 *    likes; everything from here on reaches the client as replies. */
 	if (s->mode == LFD_MODE_SETUID && sb_stdio_to_devnull() < 0)
 		die("letting go of the caller's stdio", errno);
 
-	/* 8. seccomp stage 1: the serving loop's syscalls and ioctls only. */
+	/* 9. seccomp stage 1: the serving loop's syscalls and ioctls only. */
 	if (sb_seccomp_serve() < 0)
 		die("seccomp (serve)", errno);
 
-	/* 9. Serve until the client hangs up, crashes or is killed. */
+	/* 10. Serve until the client hangs up, crashes or is killed. */
 	serve(s);
 
-	/* 10. seccomp stage 2: only flush, clear, close, log and exit remain. */
+	/* 11. seccomp stage 2: only flush, clear, close, log and exit remain. */
 	if (sb_seccomp_teardown() < 0)
 		die("seccomp (teardown)", errno);
 	session_end(s);
@@ -597,24 +631,12 @@ static void run_listener(int lfd, int mode, const char *path)
 	}
 	/* Sessions go on to their end on their own; a socket we made is
 	 * removed so the next daemon does not take it for a live one. */
+	reap_connections(&conns);
 	if (path && unlink(path) < 0)
 		logmsg("--listen %s: cannot remove: %s", path, strerror(errno));
-	logmsg("stopped (signal); %d session%s still running on their own",
-	       conns.n, conns.n == 1 ? "" : "s");
+	logmsg("stopped (signal); %d session%s still running, each to its "
+	       "own end", conns.n, conns.n == 1 ? "" : "s");
 	_exit(0);
-}
-
-/* A lever the caller holds over us that we cannot take away: refuse to
- * serve, and say which and what to do instead. */
-static void refuse_reach(const char *lever, const char *why)
-	__attribute__((noreturn));
-static void refuse_reach(const char *lever, const char *why)
-{
-	logmsg("refusing to run: %s: %s; the caller could end or stop the "
-	       "helper between a flush and a clear.  Use socket mode instead "
-	       "(loopfd-helper --listen, or the loopfd.socket unit, with "
-	       "LOOPFD_SOCKET)", lever, why);
-	_exit(1);
 }
 
 /*
@@ -623,26 +645,18 @@ static void refuse_reach(const char *lever, const char *why)
  * daemon modes are started by root (systemd): their cgroup, oom score and
  * scheduling are the administrator's.
  */
-static void leave_session_reach(void)
+static void leave_session_reach(struct session *s)
 {
-	char what[PATH_MAX + 64];
-	int oom_immune = 0;
-
 	/* fails if the caller made us a group leader: the terminal signals
 	 * are ignored for that */
 	setsid();
 	/* oom_score_adj first: whether the OOM killer can still pick us
 	 * decides which cgroups are a lever (a memory limit on one we share,
-	 * even root's, lets the caller bring the OOM killer in). */
-	if (sb_reset_oom_score(&oom_immune) < 0)
+	 * even root's, lets the caller bring the OOM killer in); the cgroups
+	 * are left in run_session, once the session has a slot. */
+	if (sb_reset_oom_score(&s->oom_immune) < 0)
 		refuse_reach("oom_score_adj", errno == EPERM ? "cannot be brought "
 			     "to 0 or below (oom_score_adj_min is above 0)" :
-			     strerror(errno));
-	if (sb_leave_user_cgroups(oom_immune, what, sizeof(what)) < 0)
-		refuse_reach(what, errno == ENOENT ? "not mounted where the "
-			     "helper can check who controls it" :
-			     errno == EPERM ? "even its hierarchy's root is "
-			     "writable by others or memory-limited" :
 			     strerror(errno));
 	if (sb_reset_scheduling() < 0)
 		refuse_reach("the scheduling policy, nice value or I/O priority",
@@ -694,10 +708,10 @@ int main(int argc, char **argv)
 		refuse_reach("the process ids", errno == EPERM ? "setresuid(0) "
 			     "failed: not running setuid root (a user namespace, "
 			     "a nosuid mount or no_new_privs)" : strerror(errno));
-	if (o.mode == RUN_SESSION)
-		leave_session_reach();
-
 	memset(&s, 0, sizeof(s));
+	if (o.mode == RUN_SESSION)
+		leave_session_reach(&s);
+
 	switch (o.mode) {
 	case RUN_SESSION:
 		if (!is_seqpacket(o.fd)) {

@@ -495,7 +495,10 @@ static enum lfd_reason transport_problem(int flags)
 static void dispatch(struct session *s, const struct request *r)
 {
 	if (s->refusal) {
+		/* One answer is all a refused session owes: then it ends,
+		 * so that refused sessions cannot pile up as root processes. */
 		send_error(s, r->msg.seq, s->refusal_reason, "%s", s->refusal);
+		s->reply_failed = 1;
 		return;
 	}
 	if (r->nfds != lfd_fds_for_msg(&r->msg)) {
@@ -604,7 +607,8 @@ void serve(struct session *s)
 	uint8_t buf[LFD_MAX_MSG];
 	struct request r;
 	enum lfd_reason why;
-	uint64_t hello_deadline = now_ms() + HELLO_TIMEOUT_MS;
+	uint64_t hello_deadline = now_ms() +
+		(s->refusal ? REFUSED_TIMEOUT_MS : HELLO_TIMEOUT_MS);
 	long n;
 	int flags;
 

@@ -247,8 +247,8 @@ as_nobody bwrap --unshare-all --die-with-parent --ro-bind / / --dev /dev --bind 
 # A path tool without --grant: the hint, worded as a possibility.
 rc=0; lfd exec "$dev" -- sh -c 'exec 4<> /dev/fd/3' 2> "$T/err" || rc=$?
 [ $rc != 0 ] || fail "uid $NOBODY reopened a root-owned node through exec"
-grep -q "if it could not open the device by path (Permission denied on /dev/fd/N or /dev/loopN), --grant" "$T/err" ||
-	fail "exec: no --grant hint: $(cat "$T/err")"
+grep -q "if it could not open the device by path (Permission denied on /dev/fd/N or /dev/loopN), attaching with 'loopfd attach --grant' (exec takes no --grant)" "$T/err" ||
+	fail "exec: no --grant hint (pointing to attach): $(cat "$T/err")"
 lfd detach "$dev" || fail "detach of the device attached inside bwrap"
 assert_no_device_for "$T/img"
 cmp -n $((4 << 20)) "$T/data" "$T/img" || fail "data written inside bwrap is not in the image"

@@ -160,6 +160,17 @@ PYLOOPFD=$(cd "$(dirname "$0")/../../python" && pwd)
 as_nobody env PYTHONPATH="$PYLOOPFD" LOOPFD_HELPER="$HELPER" /usr/bin/python3 -c '
 import loopfd, sys
 held = [loopfd.connect() for _ in range(128)]
+import os, socket, subprocess
+# A refused session that is never asked anything must not stay (refused
+# ones would otherwise pile up as root processes): it ends within 1 s.
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+p = subprocess.Popen([os.environ["LOOPFD_HELPER"], "--fd", str(b.fileno())],
+                     pass_fds=(b.fileno(),))
+b.close()
+try:
+    p.wait(timeout=3)
+except subprocess.TimeoutExpired:
+    p.kill(); print("a refused, silent session lived over 3 s"); sys.exit(5)
 try:
     loopfd.connect()
 except loopfd.Error as e:
