@@ -27,6 +27,7 @@
 #include "sandbox.h"
 
 #define SB_OOM_IMMUNE	(-1000)
+#define SB_OOM_SCORE_ADJ	"/proc/self/oom_score_adj"
 #define SB_IOPRIO_WHO_PROCESS	1
 #define SB_MOUNTINFO_LINE	4096
 #define SB_CGROUP_LINE		4096
@@ -157,6 +158,24 @@ cgroup_path_root_only(const char *mnt, const char *path, int oom_immune)
 	}
 }
 
+/* Write value and a newline to the control file at path, in one write(2):
+ * the kernel parses each write of a cgroup or proc file on its own. */
+static int
+write_number(const char *path, long value)
+{
+	char buf[24];
+	int fd, len, rc;
+
+	fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd == -1)
+		return -1;
+	len = snprintf(buf, sizeof(buf), "%ld\n", value);
+	rc = write(fd, buf, (size_t)len) == len ? 0 : -1;
+	if (close(fd) == -1)
+		rc = -1;
+	return rc;
+}
+
 /* Move this process into the root cgroup of the hierarchy mounted at mnt.
  * Root's cgroup.procs is root's: the caller cannot move us back (it would
  * need write access to the common ancestor, the root), and the root cgroup
@@ -164,21 +183,13 @@ cgroup_path_root_only(const char *mnt, const char *path, int oom_immune)
 static int
 move_to_root_cgroup(const char *mnt)
 {
-	char path[PATH_MAX], pid[24];
-	int fd, len, rc;
+	char path[PATH_MAX];
 
 	if ((size_t)snprintf(path, sizeof(path), "%s/cgroup.procs", mnt) >= sizeof(path)) {
 		errno = ENAMETOOLONG;
 		return -1;
 	}
-	len = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
-	fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd == -1)
-		return -1;
-	rc = write(fd, pid, (size_t)len) == len ? 0 : -1;
-	if (close(fd) == -1)
-		rc = -1;
-	return rc;
+	return write_number(path, (long)getpid());
 }
 
 /* Is every comma-separated name of want in the comma-separated list have? */
@@ -324,29 +335,13 @@ sb_leave_user_cgroups(int oom_immune, char *what, size_t whatlen)
 /* ---- oom_score_adj ------------------------------------------------------------- */
 
 static int
-write_oom_score_adj(int value)
-{
-	char buf[16];
-	int fd, len, rc;
-
-	fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-	if (fd == -1)
-		return -1;
-	len = snprintf(buf, sizeof(buf), "%d\n", value);
-	rc = write(fd, buf, (size_t)len) == len ? 0 : -1;
-	if (close(fd) == -1)
-		rc = -1;
-	return rc;
-}
-
-static int
 read_oom_score_adj(int *value)
 {
 	char buf[16] = "";
 	ssize_t n;
 	int fd;
 
-	fd = open("/proc/self/oom_score_adj", O_RDONLY | O_CLOEXEC);
+	fd = open(SB_OOM_SCORE_ADJ, O_RDONLY | O_CLOEXEC);
 	if (fd == -1)
 		return -1;
 	n = read(fd, buf, sizeof(buf) - 1);
@@ -370,8 +365,8 @@ sb_reset_oom_score(int *immune)
 {
 	int v;
 
-	if (write_oom_score_adj(SB_OOM_IMMUNE) == -1 &&
-	    (errno != EACCES || write_oom_score_adj(0) == -1))
+	if (write_number(SB_OOM_SCORE_ADJ, SB_OOM_IMMUNE) == -1 &&
+	    (errno != EACCES || write_number(SB_OOM_SCORE_ADJ, 0) == -1))
 		return -1;
 	if (read_oom_score_adj(&v) == -1)
 		return -1;

@@ -2023,18 +2023,18 @@ static void rootro_grant(struct sess *s, const char *name)
 	close(fd);
 }
 
-static void rootro(struct sess *s, uint32_t flags, const char *name)
+static void rootro(struct sess *s, const char *name)
 {
-	char devpath[32], why[512];
+	char why[512];
 	struct lfd_device dev;
-	int fd, devfd, rw, acc;
+	int fd, devfd, acc;
 	ssize_t n;
 
 	if (ask(B_OPEN, 0, g.rootfile, O_RDONLY, NULL, &fd) < 0 || fd < 0) {
 		fail(name, "broker cannot open %s: %s", g.rootfile, strerror(errno));
 		return;
 	}
-	if (attach(s, name, fd, flags, &g.root_devs, &dev, &devfd) < 0) {
+	if (attach(s, name, fd, 0, &g.root_devs, &dev, &devfd) < 0) {
 		close(fd);
 		return;
 	}
@@ -2048,23 +2048,6 @@ static void rootro(struct sess *s, uint32_t flags, const char *name)
 	n = pwrite(devfd, "x", 1, 0);
 	if (n >= 0)
 		fail(name, "write through the device fd succeeded");
-	if (flags & LFD_ATTACH_GRANT) {
-		/* The node is ours now: reopening it for writing must still not
-		 * make the device writable. */
-		snprintf(devpath, sizeof(devpath), "/dev/loop%u", dev.index);
-		rw = open(devpath, O_RDWR | O_CLOEXEC);
-		if (rw >= 0) {
-			int zero = 0;
-			char blk[512];
-
-			memset(blk, 'x', sizeof(blk));
-			if (ioctl(rw, BLKROSET, &zero) == 0)
-				fail(name, "BLKROSET 0 on the granted node succeeded");
-			if (pwrite(rw, blk, sizeof(blk), 0) >= 0 && fsync(rw) == 0)
-				fail(name, "write through the granted node succeeded");
-			close(rw);
-		}
-	}
 	close(devfd);
 	if (release(s, name, dev.id, 5000) < 0)
 		return;
@@ -2171,7 +2154,7 @@ static void sc_backing(struct sess *s)
 	close(img);
 
 	if (g.rootfile) {
-		rootro(s, 0, "backing-root-only-file-read-only-fd");
+		rootro(s, "backing-root-only-file-read-only-fd");
 		if (s->features & LFD_FEAT_GRANT)
 			rootro_grant(s, "backing-root-only-file-read-only-fd-grant");
 	}

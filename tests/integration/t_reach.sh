@@ -68,6 +68,12 @@ run_in_cgroups() {
 	read -r cpid CMDPID < "$T/ready"
 	HPID=$(pgrep -P "$cpid" -x loopfd-helper) || fail "no helper under the client"
 }
+# end_cgroup_run WHAT: end the COMMAND; the device must then be released.
+end_cgroup_run() {
+	kill -KILL "$CMDPID" 2>/dev/null || true
+	wait "$CLI" 2>/dev/null || true
+	wait_until 15 sh -c "[ -z \"\$(losetup -j '$T/img')\" ]" || fail "$1: device not released"
+}
 
 # 1. cgroup v2, delegated the way systemd delegates user@UID.service: the
 #    directory and cgroup.procs/threads/subtree_control are the user's, and
@@ -120,9 +126,7 @@ if [ -w "$V1F/cgroup.procs" ]; then
 	[ "$(field State "$CMDPID" | cut -c1)" = D ] || fail "v1: the control (COMMAND) is not frozen: $(field State "$CMDPID")"
 	[ "$(field State "$HPID" | cut -c1)" = S ] || fail "v1: helper state $(field State "$HPID") with its user's cgroup frozen"
 	as_nobody sh -c 'echo THAWED > "$1/freezer.state"' sh "$V1F/$CG"
-	kill -KILL "$CMDPID" 2>/dev/null || true
-	wait "$CLI" 2>/dev/null || true
-	wait_until 15 sh -c "[ -z \"\$(losetup -j '$T/img')\" ]" || fail "v1: device not released"
+	end_cgroup_run v1
 	note "cgroup v1 freezer: helper left the user's cgroup; freezing it stopped the COMMAND only"
 else
 	echo "SKIP: no cgroup v1 freezer here"
@@ -145,9 +149,7 @@ if [ -w "$V1M/cgroup.procs" ]; then
 		grep -q ":memory:/$" "/proc/$HPID/cgroup" \
 			|| fail "memory: helper (oom_score_adj $(cat /proc/$HPID/oom_score_adj)) still in the limited $(grep :memory: /proc/$HPID/cgroup)"
 	fi
-	kill -KILL "$CMDPID" 2>/dev/null || true
-	wait "$CLI" 2>/dev/null || true
-	wait_until 15 sh -c "[ -z \"\$(losetup -j '$T/img')\" ]" || fail "memory: device not released"
+	end_cgroup_run memory
 	note "memory-limited cgroup: the helper leaves it (or is OOM-immune)"
 else
 	echo "SKIP: no cgroup v1 memory controller here"
