@@ -90,6 +90,7 @@ struct device {
 	int watching;			/* released busy/changed: slots held until gone */
 	int fd;				/* the helper's own fd, opened before attach */
 	int backing_fd;			/* the helper's dup of the client's backing fd */
+	int flush_errno;		/* the release's flush: first error, or 0 */
 	struct lfd_device ident;	/* what the client was told */
 	dev_t rdev;
 	int granted;			/* node chowned to the caller */
@@ -107,7 +108,8 @@ struct session {
 	struct policy policy;
 	int ctl_fd;			/* /dev/loop-control */
 	int quota_fd;
-	int guard_fd;			/* notes to the guard (guard.c) */
+	int guard_fd;			/* its end tells the guard we are gone (guard.c) */
+	struct guard_entry *guard_table;	/* shared with the guard (guard.c) */
 	int oom_immune;			/* setuid: oom_score_adj is -1000 */
 	const char *refusal;		/* set: answer every request with this */
 	enum lfd_reason refusal_reason;
@@ -134,6 +136,14 @@ enum release_result {
 };
 int loop_release(struct device *d, uint32_t timeout_ms, uint32_t *waited_ms,
 		 struct lfd_msg *err);
+/* loop_release in its three steps, for a batch (serve.c) */
+int loop_release_begin(struct device *d, struct lfd_msg *err);
+void loop_flush(struct device *d);
+int loop_release_end(struct device *d, uint32_t timeout_ms,
+		     uint32_t *waited_ms, struct lfd_msg *err);
+
+/* flush.c: loop_flush of n devices on threads, all joined before it returns */
+void loop_flush_all(struct device **dev, unsigned n);
 int loop_detached(const struct device *d);
 
 /* guard.c: a process per session that outlives it (see guard.c) */

@@ -829,22 +829,31 @@ static int wait_detached(struct device *d, uint32_t timeout_ms,
 	}
 }
 
-/* Flush, hand the device over to autoclear, and wait for it to go. */
-static int flush_and_clear(struct device *d, uint32_t timeout_ms,
-			   uint32_t *waited_ms, struct lfd_msg *err)
+/*
+ * The release's own flush, through the fd opened before the client wrote:
+ * a device write-back error is the only reliable news of lost data, and
+ * each open file description sees it once.  BLKFLSBUF then drops the clean
+ * cache (its own result proves nothing).  The first error is kept in
+ * d->flush_errno for loop_release_end.  Touches nothing but d: the flushes
+ * of a batch run on threads of their own (flush.c).
+ */
+void loop_flush(struct device *d)
 {
-	int lost_errno = 0, cleared = 0, gone;
-
-	/* Through the fd opened before the client wrote: a device write-back
-	 * error is the only reliable news of lost data, and each open file
-	 * description sees it once.  BLKFLSBUF then drops the clean cache (its
-	 * own result proves nothing). */
+	d->flush_errno = 0;
 	if (write_back_device(d->fd) < 0)
-		lost_errno = errno;
+		d->flush_errno = errno;
 	if (ioctl(d->fd, BLKFLSBUF, 0) < 0)
 		logmsg("/dev/loop%u: BLKFLSBUF: %s", d->ident.index, strerror(errno));
-	if (make_backing_durable(d) < 0 && lost_errno == 0)
-		lost_errno = errno;
+	if (make_backing_durable(d) < 0 && d->flush_errno == 0)
+		d->flush_errno = errno;
+}
+
+/* After loop_flush: hand the device over to autoclear, wait for it to go. */
+static int clear_and_wait(struct device *d, uint32_t timeout_ms,
+			  uint32_t *waited_ms, struct lfd_msg *err)
+{
+	int lost_errno = d->flush_errno, cleared = 0, gone;
+
 	if (hand_over_to_autoclear(d, err) < 0) {
 		close(d->fd);
 		d->fd = -1;
@@ -869,12 +878,14 @@ static int flush_and_clear(struct device *d, uint32_t timeout_ms,
 	return lost_errno || cleared ? RELEASE_FAILED : RELEASE_DONE;
 }
 
-int loop_release(struct device *d, uint32_t timeout_ms, uint32_t *waited_ms,
-		 struct lfd_msg *err)
+/*
+ * A release in three steps, so that a batch can flush its devices
+ * concurrently between the first and the last (serve.c): check the device
+ * and take the node back (RELEASE_STILL_ATTACHED: not ours any more, left
+ * alone), flush (loop_flush), then clear and wait.
+ */
+int loop_release_begin(struct device *d, struct lfd_msg *err)
 {
-	int rc;
-
-	*waited_ms = 0;
 	if (verify_same(d, err) < 0) {
 		restore_node(d);	/* never leave a user owning another binding */
 		close(d->fd);
@@ -884,10 +895,29 @@ int loop_release(struct device *d, uint32_t timeout_ms, uint32_t *waited_ms,
 	}
 	/* Back to root first: from here no new open by the caller succeeds. */
 	restore_node(d);
-	rc = flush_and_clear(d, timeout_ms, waited_ms, err);
+	return 0;
+}
+
+int loop_release_end(struct device *d, uint32_t timeout_ms,
+		     uint32_t *waited_ms, struct lfd_msg *err)
+{
+	int rc;
+
+	*waited_ms = 0;
+	rc = clear_and_wait(d, timeout_ms, waited_ms, err);
 	/* The loop holds its own reference to the file while still bound. */
 	drop_backing_fd(d);
 	return rc;
+}
+
+int loop_release(struct device *d, uint32_t timeout_ms, uint32_t *waited_ms,
+		 struct lfd_msg *err)
+{
+	*waited_ms = 0;
+	if (loop_release_begin(d, err) < 0)
+		return RELEASE_STILL_ATTACHED;
+	loop_flush(d);
+	return loop_release_end(d, timeout_ms, waited_ms, err);
 }
 
 /* A client can clear AUTOCLEAR (LOOP_SET_STATUS64 on its writable fd) after

@@ -47,6 +47,7 @@
 #include <fcntl.h>
 #include <linux/filter.h>
 #include <linux/fs.h>
+#include <linux/futex.h>
 #include <linux/loop.h>
 #include <linux/seccomp.h>
 #include <sched.h>
@@ -77,6 +78,7 @@ struct sb_stage {
 	enum sb_open open;		/* openat allowed, and with which access */
 	int allow_stacking;
 	int allow_fork;			/* clone, with fork()'s flags only */
+	int allow_threads;		/* pthread_create and pthread_join */
 	const struct sb_stage *const *includes;	/* stages allowed as well */
 	size_t nincludes;
 };
@@ -255,6 +257,8 @@ static const struct sb_stage serve_stage = {
 	.open = SB_OPEN_RDWR,
 	/* The teardown filter is loaded from inside this one. */
 	.allow_stacking = 1,
+	/* A batch release flushes on threads (helper/flush.c). */
+	.allow_threads = 1,
 };
 
 static const struct sb_stage teardown_stage = {
@@ -421,6 +425,67 @@ allow_fork(scmp_filter_ctx ctx)
 	    1, arg_equals(0, SB_FORK_FLAGS));
 }
 
+/*
+ * Threads, as glibc 2.36's pthread_create and pthread_join make them
+ * (helper/flush.c), and nothing more:
+ *  - clone with exactly pthread_create's flags: no new namespaces, no
+ *    CLONE_PARENT or ptrace flags, no process other than a thread;
+ *  - clone3 answered ENOSYS: seccomp cannot read its flags (they are in
+ *    memory), and glibc then falls back to clone;
+ *  - futex WAIT, WAKE and WAIT_BITSET, private or not, with or without
+ *    CLOCK_REALTIME (pthread_join waits on the thread id with
+ *    WAIT_BITSET|CLOCK_REALTIME; glibc's locks use WAIT/WAKE): no requeue,
+ *    PI or WAKE_OP, the operations behind futex's privilege escalations;
+ *  - the new thread's rseq and set_robust_list registrations;
+ *  - rt_sigaction of SIGSETXID (33) only, which the first pthread_create
+ *    installs.
+ * The thread's stack (mmap, mprotect without PROT_EXEC, madvise, munmap)
+ * and signal mask (rt_sigprocmask) calls are in the stage's list already.
+ */
+#define SB_THREAD_FLAGS	(CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | \
+			 CLONE_THREAD | CLONE_SYSVSEM | CLONE_SETTLS | \
+			 CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID)
+#define SB_SIGSETXID	33
+#define SB_FUTEX_MODIFIERS	(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME)
+
+static int
+allow_futex_op(scmp_filter_ctx ctx, scmp_datum_t op)
+{
+	struct scmp_arg_cmp c = {
+		.arg = 1, .op = SCMP_CMP_MASKED_EQ,
+		.datum_a = ~(scmp_datum_t)SB_FUTEX_MODIFIERS, .datum_b = op,
+	};
+
+	return seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, SCMP_SYS(futex), 1, c);
+}
+
+static int
+allow_threads(scmp_filter_ctx ctx)
+{
+	int rc;
+
+	rc = seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone),
+	    1, arg_equals(0, SB_THREAD_FLAGS));
+	if (rc == 0)
+		rc = seccomp_rule_add_exact(ctx, SCMP_ACT_ERRNO(ENOSYS),
+		    SCMP_SYS(clone3), 0);
+	if (rc == 0)
+		rc = allow_futex_op(ctx, FUTEX_WAIT);
+	if (rc == 0)
+		rc = allow_futex_op(ctx, FUTEX_WAKE);
+	if (rc == 0)
+		rc = allow_futex_op(ctx, FUTEX_WAIT_BITSET);
+	if (rc == 0)
+		rc = seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, SCMP_SYS(rseq), 0);
+	if (rc == 0)
+		rc = seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW,
+		    SCMP_SYS(set_robust_list), 0);
+	if (rc == 0)
+		rc = seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW,
+		    SCMP_SYS(rt_sigaction), 1, arg_equals(0, SB_SIGSETXID));
+	return rc;
+}
+
 static int
 add_stage_rules(scmp_filter_ctx ctx, const struct sb_arch *a, uint32_t arch,
 		const struct sb_stage *st)
@@ -444,6 +509,8 @@ add_stage_rules(scmp_filter_ctx ctx, const struct sb_arch *a, uint32_t arch,
 		rc = allow_stacking(ctx);
 	if (rc == 0 && st->allow_fork)
 		rc = allow_fork(ctx);
+	if (rc == 0 && st->allow_threads)
+		rc = allow_threads(ctx);
 	return rc;
 }
 

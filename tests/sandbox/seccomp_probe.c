@@ -25,6 +25,9 @@
 #include <fcntl.h>
 #include <linux/bpf.h>
 #include <linux/fs.h>
+#include <linux/futex.h>
+#include <linux/sched.h>
+#include <pthread.h>
 #include <linux/seccomp.h>
 #include <signal.h>
 #include <stdint.h>
@@ -168,6 +171,76 @@ static long
 act_clone3(void)
 {
 	return syscall(SYS_clone3, NULL, 0UL);
+}
+
+/* clone with pthread_create's flags plus CLONE_NEWUSER: the kernel refuses
+ * the pair (EINVAL) before making anything, so the unfiltered control
+ * returns; the filter allows pthread_create's exact flags only. */
+static long
+act_clone_thread_newuser(void)
+{
+	unsigned long flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND |
+			      CLONE_THREAD | CLONE_SYSVSEM | CLONE_SETTLS |
+			      CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID |
+			      CLONE_NEWUSER;
+
+	return syscall(SYS_clone, flags, 0UL, NULL, NULL, 0UL);
+}
+
+/* futex operations outside WAIT, WAKE and WAIT_BITSET (the PI and requeue
+ * operations behind futex's privilege escalations); bad arguments, so the
+ * unfiltered control returns an error. */
+static long
+act_futex_requeue_pi(void)
+{
+	static uint32_t f1, f2;
+
+	return syscall(SYS_futex, &f1, FUTEX_CMP_REQUEUE_PI | FUTEX_PRIVATE_FLAG,
+		       1, 0UL, &f2, 1);
+}
+
+static long
+act_futex_lock_pi(void)
+{
+	static uint32_t f = 1;	/* "owned" by tid 1: fails, never blocks */
+	struct timespec none = { 0, 0 };
+
+	return syscall(SYS_futex, &f, FUTEX_TRYLOCK_PI, 0, &none, NULL, 0);
+}
+
+/* clone3 answered ENOSYS by the serve filter (glibc then uses clone): exit
+ * 3 for any other answer (the unfiltered kernel's is EINVAL or EFAULT). */
+static long
+act_clone3_enosys(void)
+{
+	if (syscall(SYS_clone3, NULL, 0UL) == -1 && errno == ENOSYS)
+		return 0;
+	_exit(3);
+}
+
+/* Long enough that pthread_join waits on the thread id (futex). */
+static void *
+probe_thread(void *arg)
+{
+	struct timespec t = { 0, 20 * 1000 * 1000 };
+
+	nanosleep(&t, NULL);
+	return arg;
+}
+
+/* What a batch release does: threads made and joined through glibc. */
+static long
+act_ok_threads(void)
+{
+	pthread_t t[3];
+	int i;
+
+	for (i = 0; i < 3; i++)
+		if (pthread_create(&t[i], NULL, probe_thread, NULL) != 0)
+			_exit(3);
+	for (i = 0; i < 3; i++)
+		pthread_join(t[i], NULL);
+	return 0;
 }
 
 static long
@@ -347,6 +420,11 @@ static const struct {
 	{ "bpf", act_bpf },
 	{ "fork", act_fork },
 	{ "clone3", act_clone3 },
+	{ "clone_thread_newuser", act_clone_thread_newuser },
+	{ "futex_requeue_pi", act_futex_requeue_pi },
+	{ "futex_lock_pi", act_futex_lock_pi },
+	{ "clone3_enosys", act_clone3_enosys },
+	{ "ok_threads", act_ok_threads },
 	{ "kill", act_kill },
 	{ "setuid", act_setuid },
 	{ "prctl", act_prctl },
