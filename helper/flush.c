@@ -29,7 +29,7 @@
 /* Not glibc's default, which is the caller's RLIMIT_STACK: a flush and a
  * log line need a few KiB; above PTHREAD_STACK_MIN everywhere (128 KiB on
  * arm64), or pthread_create would refuse it. */
-#define FLUSH_STACK	(256 * 1024)
+#define FLUSH_STACK	((size_t)256 * 1024)
 
 struct flush_work {
 	struct device **dev;
