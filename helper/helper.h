@@ -90,7 +90,8 @@ struct device {
 	int watching;			/* released busy/changed: slots held until gone */
 	int fd;				/* the helper's own fd, opened before attach */
 	int backing_fd;			/* the helper's dup of the client's backing fd */
-	int flush_errno;		/* the release's flush: first error, or 0 */
+	int lost_errno;			/* a release's flushes: first error, or 0 */
+	int cleared;			/* a release saw another opener's LOOP_CLR_FD */
 	struct lfd_device ident;	/* what the client was told */
 	dev_t rdev;
 	int granted;			/* node chowned to the caller */
@@ -136,11 +137,19 @@ enum release_result {
 };
 int loop_release(struct device *d, uint32_t timeout_ms, uint32_t *waited_ms,
 		 struct lfd_msg *err);
-/* loop_release in its three steps, for a batch (serve.c) */
+/* loop_release in its steps, for a batch (serve.c; loopdev.c says more) */
 int loop_release_begin(struct device *d, struct lfd_msg *err);
 void loop_flush(struct device *d);
-int loop_release_end(struct device *d, uint32_t timeout_ms,
-		     uint32_t *waited_ms, struct lfd_msg *err);
+enum clear_result {
+	CLEAR_GONE,		/* detached */
+	CLEAR_HELD,		/* others hold it: loop_release_wait */
+	CLEAR_UNKNOWN,		/* cannot tell: treated as still attached */
+	CLEAR_ERROR,		/* not cleared: RELEASE_STILL_ATTACHED, error in err */
+};
+enum clear_result loop_release_clear(struct device *d, struct lfd_msg *err);
+int loop_release_wait(struct device *d, uint32_t timeout_ms, uint32_t *waited_ms);
+int loop_release_outcome(struct device *d, int gone, uint32_t waited_ms,
+			 struct lfd_msg *err);
 
 /* flush.c: loop_flush of n devices on threads, all joined before it returns */
 void loop_flush_all(struct device **dev, unsigned n);

@@ -704,21 +704,35 @@ out:
 }
 
 /*
- * Release, race-free.  LOOP_CLR_FD by the sole opener puts the device in
- * rundown, where the last close's writeback fails: anything written by an
- * opener that closed between our flush and the clear would be lost.  So the
- * clear is issued while the helper holds a second fd, where the kernel only
- * (re)sets AUTOCLEAR (undoing a client that cleared it), and the detach is
- * left to the last close, which writes back while still bound.  Each round
- * then flushes through our fd (reporting writeback errors), closes it - the
- * detach happens inside that close if nobody else holds the device - and
- * opens the node again to see whether our attachment is gone.
+ * Release, race-free.  The detach is left to the last close, which writes
+ * back while still bound: the device carries AUTOCLEAR from its bind
+ * (kernel_flags).  LOOP_CLR_FD by the sole opener would instead put it in
+ * rundown, where the last close's write-back fails: anything written by an
+ * opener that closed between our flush and the clear would be lost.  A
+ * client with a writable fd can clear AUTOCLEAR (LOOP_SET_STATUS64); only
+ * then is it armed again, by LOOP_CLR_FD while the helper holds a second
+ * fd, where the kernel only sets AUTOCLEAR.  (Always doing so cost 5 us of
+ * a batch's device here: an open, a close.)  Each round then flushes
+ * through our fd (reporting writeback errors), closes it - the detach
+ * happens inside that close if nobody else holds the device - and opens
+ * the node again to see whether our attachment is gone.
  */
+static int autoclear_armed(const struct device *d)
+{
+	struct loop_info64 info;
+
+	return ioctl(d->fd, LOOP_GET_STATUS64, &info) == 0 &&
+	       (info.lo_flags & LO_FLAGS_AUTOCLEAR);
+}
+
 static int hand_over_to_autoclear(struct device *d, struct lfd_msg *err)
 {
 	struct stat st;
-	int probe = open_loop_node(d->ident.index, 1);
+	int probe;
 
+	if (autoclear_armed(d))
+		return 0;
+	probe = open_loop_node(d->ident.index, 1);
 	if (probe < 0 || fstat(probe, &st) < 0 || st.st_rdev != d->rdev) {
 		int e = probe < 0 ? errno : ESTALE;
 
@@ -762,130 +776,85 @@ static int make_backing_durable(const struct device *d)
 	return fsync(d->backing_fd);
 }
 
-/* The full flush: both steps, the first error kept. */
-static int flush_device(const struct device *d, int fd, int *lost_errno)
+static void keep_first_error(struct device *d, int e)
 {
-	int rc = 0;
+	if (d->lost_errno == 0)
+		d->lost_errno = e;
+}
 
-	if (write_back_device(fd) < 0) {
-		rc = -1;
-		if (*lost_errno == 0)
-			*lost_errno = errno;
-	}
-	if (make_backing_durable(d) < 0) {
-		rc = -1;
-		if (*lost_errno == 0)
-			*lost_errno = errno;
-	}
-	return rc;
+/* The full flush through fd: both steps. */
+static void flush_device(struct device *d, int fd)
+{
+	if (write_back_device(fd) < 0)
+		keep_first_error(d, errno);
+	if (make_backing_durable(d) < 0)
+		keep_first_error(d, errno);
 }
 
 /*
- * The first round follows the release's own flush: only pages others
- * dirtied since need writing, and write_back_device writes them back and
- * reports their errors without making the backing file durable again (the
- * kernel's exception: what another opener writes during the release).
- * Later rounds, after waiting for other openers, do the full flush.
+ * One round: flush through our fd, close it (the detach happens inside that
+ * close if nobody else holds the device), and probe.  The first round
+ * follows the release's own flush: it only writes back pages others dirtied
+ * since, and reports their errors, without making the backing file durable
+ * again (the kernel's exception: what another opener writes during the
+ * release).  Later rounds, after waiting for other openers, do the full
+ * flush.  *cleared is set when someone else's LOOP_CLR_FD put the device in
+ * rundown.
  */
-static void flush_round(const struct device *d, int round, int *lost_errno)
+static enum dev_state release_round(struct device *d, int round)
 {
-	if (round > 0) {
-		flush_device(d, d->fd, lost_errno);
-		return;
-	}
-	if (write_back_device(d->fd) < 0 && *lost_errno == 0)
-		*lost_errno = errno;
-}
-
-/* Flush-close-probe rounds until the attachment is gone or timeout_ms of
- * waiting for other openers passed.  1: gone; 0: still there (or unknown).
- * *cleared is set when someone else's LOOP_CLR_FD put it in rundown. */
-static int wait_detached(struct device *d, uint32_t timeout_ms,
-			 uint32_t *waited_ms, int *lost_errno, int *cleared)
-{
-	uint64_t start = now_ms();
 	enum dev_state st;
-	int round;
 
-	for (round = 0;; round++) {
-		if (d->fd >= 0) {
-			flush_round(d, round, lost_errno);
-			close(d->fd);
-			d->fd = -1;
-		}
-		st = probe_device(d, &d->fd);
-		*waited_ms = (uint32_t)(now_ms() - start);
-		if (st == DEV_RUNDOWN)
-			*cleared = 1;
-		if (st == DEV_GONE)
-			return 1;
-		if (st == DEV_UNKNOWN || *waited_ms >= timeout_ms) {
-			if (d->fd >= 0)
-				close(d->fd);
-			d->fd = -1;
-			return 0;
-		}
-		sleep_ms(RELEASE_POLL_MS);
+	if (d->fd >= 0) {
+		if (round > 0)
+			flush_device(d, d->fd);
+		else if (write_back_device(d->fd) < 0)
+			keep_first_error(d, errno);
+		close(d->fd);
+		d->fd = -1;
 	}
+	st = probe_device(d, &d->fd);
+	if (st == DEV_RUNDOWN)
+		d->cleared = 1;
+	if (st != DEV_OURS && d->fd >= 0) {
+		close(d->fd);
+		d->fd = -1;
+	}
+	return st;
 }
 
 /*
  * The release's own flush, through the fd opened before the client wrote:
  * a device write-back error is the only reliable news of lost data, and
  * each open file description sees it once.  BLKFLSBUF then drops the clean
- * cache (its own result proves nothing).  The first error is kept in
- * d->flush_errno for loop_release_end.  Touches nothing but d: the flushes
- * of a batch run on threads of their own (flush.c).
+ * cache (its own result proves nothing).  Touches nothing but d: the
+ * flushes of a batch run on threads of their own (flush.c).
  */
 void loop_flush(struct device *d)
 {
-	d->flush_errno = 0;
 	if (write_back_device(d->fd) < 0)
-		d->flush_errno = errno;
+		keep_first_error(d, errno);
 	if (ioctl(d->fd, BLKFLSBUF, 0) < 0)
 		logmsg("/dev/loop%u: BLKFLSBUF: %s", d->ident.index, strerror(errno));
-	if (make_backing_durable(d) < 0 && d->flush_errno == 0)
-		d->flush_errno = errno;
-}
-
-/* After loop_flush: hand the device over to autoclear, wait for it to go. */
-static int clear_and_wait(struct device *d, uint32_t timeout_ms,
-			  uint32_t *waited_ms, struct lfd_msg *err)
-{
-	int lost_errno = d->flush_errno, cleared = 0, gone;
-
-	if (hand_over_to_autoclear(d, err) < 0) {
-		close(d->fd);
-		d->fd = -1;
-		return RELEASE_STILL_ATTACHED;
-	}
-	gone = wait_detached(d, timeout_ms, waited_ms, &lost_errno, &cleared);
-	if (lost_errno)
-		data_lost(d, lost_errno, err);
-	else if (cleared)
-		lfd_make_error(err, 0, EIO, LFD_R_DATA_LOST,
-			       "/dev/loop%u was cleared (LOOP_CLR_FD) by another "
-			       "opener during the release: data written through "
-			       "it may NOT all be in the image", d->ident.index);
-	else if (!gone)
-		lfd_make_error(err, 0, EBUSY, LFD_R_BUSY,
-			       "busy: /dev/loop%u is still open elsewhere after "
-			       "%u ms; it will detach when closed (what was "
-			       "written before the release is flushed)",
-			       d->ident.index, *waited_ms);
-	if (!gone)
-		return RELEASE_STILL_ATTACHED;
-	return lost_errno || cleared ? RELEASE_FAILED : RELEASE_DONE;
+	if (make_backing_durable(d) < 0)
+		keep_first_error(d, errno);
 }
 
 /*
- * A release in three steps, so that a batch can flush its devices
- * concurrently between the first and the last (serve.c): check the device
- * and take the node back (RELEASE_STILL_ATTACHED: not ours any more, left
- * alone), flush (loop_flush), then clear and wait.
+ * A release in steps, so that a batch can flush its devices concurrently
+ * and clear them all before it waits for any (serve.c):
+ *  - loop_release_begin: the device checked, the node taken back
+ *    (RELEASE_STILL_ATTACHED: not ours any more, left alone);
+ *  - loop_flush;
+ *  - loop_release_clear: autoclear armed, then one round, at once;
+ *  - loop_release_wait: rounds every RELEASE_POLL_MS, each with the full
+ *    flush, until gone or timeout_ms passed;
+ *  - loop_release_outcome: the answer.
  */
 int loop_release_begin(struct device *d, struct lfd_msg *err)
 {
+	d->lost_errno = 0;
+	d->cleared = 0;
 	if (verify_same(d, err) < 0) {
 		restore_node(d);	/* never leave a user owning another binding */
 		close(d->fd);
@@ -898,26 +867,84 @@ int loop_release_begin(struct device *d, struct lfd_msg *err)
 	return 0;
 }
 
-int loop_release_end(struct device *d, uint32_t timeout_ms,
-		     uint32_t *waited_ms, struct lfd_msg *err)
+enum clear_result loop_release_clear(struct device *d, struct lfd_msg *err)
 {
-	int rc;
+	enum dev_state st;
 
-	*waited_ms = 0;
-	rc = clear_and_wait(d, timeout_ms, waited_ms, err);
+	if (hand_over_to_autoclear(d, err) < 0) {
+		close(d->fd);
+		d->fd = -1;
+		drop_backing_fd(d);
+		return CLEAR_ERROR;
+	}
+	st = release_round(d, 0);
+	return st == DEV_GONE ? CLEAR_GONE :
+	       st == DEV_UNKNOWN ? CLEAR_UNKNOWN : CLEAR_HELD;
+}
+
+int loop_release_wait(struct device *d, uint32_t timeout_ms,
+		      uint32_t *waited_ms)
+{
+	uint64_t start = now_ms();
+	enum dev_state st;
+	int round;
+
+	for (round = 1;; round++) {
+		*waited_ms = (uint32_t)(now_ms() - start);
+		if (*waited_ms >= timeout_ms)
+			return 0;
+		sleep_ms(RELEASE_POLL_MS);
+		st = release_round(d, round);
+		if (st == DEV_GONE)
+			return 1;
+		if (st == DEV_UNKNOWN)
+			return 0;
+	}
+}
+
+int loop_release_outcome(struct device *d, int gone, uint32_t waited_ms,
+			 struct lfd_msg *err)
+{
+	if (d->fd >= 0)
+		close(d->fd);
+	d->fd = -1;
 	/* The loop holds its own reference to the file while still bound. */
 	drop_backing_fd(d);
-	return rc;
+	if (d->lost_errno)
+		data_lost(d, d->lost_errno, err);
+	else if (d->cleared)
+		lfd_make_error(err, 0, EIO, LFD_R_DATA_LOST,
+			       "/dev/loop%u was cleared (LOOP_CLR_FD) by another "
+			       "opener during the release: data written through "
+			       "it may NOT all be in the image", d->ident.index);
+	else if (!gone)
+		lfd_make_error(err, 0, EBUSY, LFD_R_BUSY,
+			       "busy: /dev/loop%u is still open elsewhere after "
+			       "%u ms; it will detach when closed (what was "
+			       "written before the release is flushed)",
+			       d->ident.index, waited_ms);
+	if (!gone)
+		return RELEASE_STILL_ATTACHED;
+	return d->lost_errno || d->cleared ? RELEASE_FAILED : RELEASE_DONE;
 }
 
 int loop_release(struct device *d, uint32_t timeout_ms, uint32_t *waited_ms,
 		 struct lfd_msg *err)
 {
+	enum clear_result c;
+	int gone;
+
 	*waited_ms = 0;
 	if (loop_release_begin(d, err) < 0)
 		return RELEASE_STILL_ATTACHED;
 	loop_flush(d);
-	return loop_release_end(d, timeout_ms, waited_ms, err);
+	c = loop_release_clear(d, err);
+	if (c == CLEAR_ERROR)
+		return RELEASE_STILL_ATTACHED;
+	gone = c == CLEAR_GONE;
+	if (c == CLEAR_HELD)
+		gone = loop_release_wait(d, timeout_ms, waited_ms);
+	return loop_release_outcome(d, gone, *waited_ms, err);
 }
 
 /* A client can clear AUTOCLEAR (LOOP_SET_STATUS64 on its writable fd) after

@@ -450,23 +450,28 @@ static int check_batch_ids(struct session *s, const struct lfd_msg *req)
 
 /*
  * Each device released as RELEASE would, whatever happened to the others,
- * in the three steps of loop_release: every device checked and its node
- * taken back; then all flushed at once, on threads (flush.c), all joined
- * before the first clear; then each cleared in turn (clears are the
- * kernel's CPU work, which threads only slowed: 45 against 39 us a device
- * here).  The one timeout bounds the whole request's waiting for other
- * openers.
+ * in the steps of loop_release (loopdev.c), each step taken for every
+ * device before the next: checked and its node taken back; flushed, all at
+ * once on threads (flush.c), all joined before the first clear; cleared,
+ * one after another (clears are the kernel's CPU work, which threads only
+ * slowed: 45 against 39 us a device here), none waiting; only then are
+ * the devices others still hold waited for, each wait round with a full
+ * flush.  So no device waits, between its flush and its clear, for
+ * another's wait: what another opener writes then is made durable by a
+ * later round, as in a single RELEASE.  The one timeout bounds the whole
+ * request's waiting for other openers.
  */
 static void do_release_batch(struct session *s, const struct lfd_msg *req)
 {
 	const struct lfd_release_batch_req *b = &req->u.release_batch_req;
 	struct lfd_release_outcome *out;
 	struct device *d, *dev[LFD_MAX_BATCH];
+	enum clear_result c[LFD_MAX_BATCH];
 	uint32_t entry[LFD_MAX_BATCH];
 	struct lfd_msg rep, err;
 	uint64_t start, spent;
-	uint32_t i, n = 0;
-	int rc;
+	uint32_t i, n = 0, *waited;
+	int rc, gone;
 
 	if (b->timeout_ms > LFD_MAX_TIMEOUT_MS) {
 		send_error(s, req->seq, LFD_R_BAD_OPTION,
@@ -494,12 +499,27 @@ static void do_release_batch(struct session *s, const struct lfd_msg *req)
 		}
 	}
 	loop_flush_all(dev, n);
+	for (i = 0; i < n; i++) {
+		c[i] = loop_release_clear(dev[i], &err);
+		if (c[i] == CLEAR_ERROR) {
+			settle_release(s, dev[i], RELEASE_STILL_ATTACHED);
+			entry_outcome(s, dev[i], RELEASE_STILL_ATTACHED, &err,
+				      &out[entry[i]]);
+		}
+	}
 	start = now_ms();
 	for (i = 0; i < n; i++) {
-		spent = now_ms() - start;
-		rc = loop_release_end(dev[i], spent >= b->timeout_ms ? 0 :
-				      b->timeout_ms - (uint32_t)spent,
-				      &out[entry[i]].waited_ms, &err);
+		if (c[i] == CLEAR_ERROR)
+			continue;
+		waited = &out[entry[i]].waited_ms;
+		gone = c[i] == CLEAR_GONE;
+		if (c[i] == CLEAR_HELD) {
+			spent = now_ms() - start;
+			gone = loop_release_wait(dev[i], spent >= b->timeout_ms ? 0 :
+						 b->timeout_ms - (uint32_t)spent,
+						 waited);
+		}
+		rc = loop_release_outcome(dev[i], gone, *waited, &err);
 		settle_release(s, dev[i], rc);
 		entry_outcome(s, dev[i], rc, &err, &out[entry[i]]);
 	}

@@ -216,7 +216,7 @@ def attach_batch(seq: int, entries: list[tuple[int, int, int, int]]) -> bytes:
 
 
 def release_batch(seq: int, ids: list[int], timeout_ms: int) -> bytes:
-    """A RELEASE_BATCH request: ids released in order, timeout_ms for them all."""
+    """A RELEASE_BATCH request: one outcome per id, in order; timeout_ms for them all."""
     body = _BATCH_HEAD.pack(len(ids), timeout_ms)
     return encode(OP_RELEASE_BATCH, seq, body + b"".join(struct.pack("<I", i) for i in ids))
 

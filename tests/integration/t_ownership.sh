@@ -68,4 +68,14 @@ rc=$?
 set -e
 [ $rc != 0 ] || fail "release with a holder reported success"
 wait_until 15 sh -c "[ -z \"\$(losetup -j '$T/img')\" ]" || fail "device whose autoclear the holder cleared stayed attached"
-note "client CLR_FD/SET_STATUS64: released normally; CHANGE_FD: refused as re-pointed, untouched; clearing races never succeed; autoclear re-armed"
+
+# 6. The client clears AUTOCLEAR before the release and closes: the release
+#    arms it again (LOOP_CLR_FD through a second fd of its own, never as the
+#    sole opener) and answers success once the device detached.
+head -c $((1 << 20)) /dev/urandom > "$T/data"
+as_nobody "$LOOPFD" run "$T/img" -- sh -c 'cat "$1" >&3 && "$2" noautoclear 3' \
+	sh "$T/data" "$DEVCTL" > "$T/out" 2> "$T/err" || { cat "$T/out" "$T/err"; fail "release after the client cleared AUTOCLEAR failed"; }
+grep -q "LOOP_SET_STATUS64: ok" "$T/out" || fail "the client's LOOP_SET_STATUS64 was not accepted: $(cat "$T/out")"
+cmp -n $((1 << 20)) "$T/data" "$T/img" || fail "data lost after the client cleared AUTOCLEAR"
+assert_no_device_for "$T/img"
+note "client CLR_FD/SET_STATUS64: released normally; CHANGE_FD: refused as re-pointed, untouched; clearing races never succeed; autoclear re-armed, before and after a release"

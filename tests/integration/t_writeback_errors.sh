@@ -11,6 +11,10 @@
 # Each release must be reported as data loss.  (c) Both at once, between clean
 # images, in one batch release: its flushes run on threads (helper/flush.c),
 # and each loss must still be reported for its own image, and only there.
+# (d) In one batch, another opener writes (b)'s kind of image while the
+# release waits for a busy device before it: the write's loss must be
+# reported (a device must not wait behind another's wait between its flush
+# and its clear, with only a write-back, no fsync, after it).
 . "$(dirname "$0")/../lib.sh"
 
 # The test's own devices go by name: once the tmpfs is unmounted, lib.sh
@@ -23,6 +27,7 @@ _teardown() {
 	for d in "${_ext4_devs[@]}"; do losetup -d "$d" 2>/dev/null || true; done
 	umount "$T/tmpfs" 2>/dev/null || true
 	umount "$T/tmpfs2" 2>/dev/null || true
+	umount "$T/tmpfs3" 2>/dev/null || true
 }
 trap 'rc=$?; _teardown; (exit $rc); _cleanup' EXIT
 
@@ -100,3 +105,27 @@ for i in 1 2 3; do
 	assert_no_device_for "$T/ok$i.img"
 done
 note "(c) one batch: $(grep -c 'NOT all' "$T/err") losses reported, for the two failing images only"
+
+# (d) fd 3 (a clean image) is held by a child for 2 s; fd 4 ((b)'s kind) by
+# another, which writes after 0.5 s and closes. COMMAND itself ends at once.
+mkdir "$T/tmpfs3"
+mount -t tmpfs -o size=24m,mode=0755 loopfd-test "$T/tmpfs3"
+truncate -s 64M "$T/tmpfs3/e.fs"
+ext4_on "$T/tmpfs3/e.fs" "$T/e" errors=continue
+fallocate -l 40M "$T/e/img"
+chown $NOBODY:$NOBODY "$T/e/img"
+mkimage "$T/held.img" 8
+set +e
+as_nobody "$LOOPFD" run --release-timeout 20 "$T/held.img" "$T/e/img" -- \
+	sh -c '( exec 4>&-; sleep 2 ) &
+	       ( exec 3>&-; sleep 0.5; head -c $((36 << 20)) /dev/zero | tr "\0" x >&4 ) &
+	       exit 0' 2> "$T/err"
+rc=$?
+set -e
+[ $rc != 0 ] || fail "(d): run succeeded although the image's write-back failed"
+grep "NOT all in the image" "$T/err" | grep -q "$T/e/img" ||
+	fail "(d): no data-loss message naming $T/e/img: $(cat "$T/err")"
+! grep -q "held.img.*NOT all" "$T/err" || fail "(d): loss reported for held.img: $(cat "$T/err")"
+assert_no_device_for "$T/e/img"
+assert_no_device_for "$T/held.img"
+note "(d) a write during another device's wait: $(grep -m1 'NOT all' "$T/err" | sed 's/.*failed: //')"
