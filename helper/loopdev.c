@@ -657,21 +657,25 @@ static void data_lost(const struct device *d, int e, struct lfd_msg *err)
 }
 
 /*
- * Open the node again and find out whether our attachment is still there.
- * DEV_GONE: unbound (LOOP_GET_STATUS64 fails with ENXIO), removed, or bound
- * again by someone else (another disk sequence number).  DEV_RUNDOWN: opens
- * fail with ENXIO, which on 6.18 happens only while a LOOP_CLR_FD by a sole
- * opener is pending on an fd still open (an autoclear last close holds the
- * disk's open mutex until it is done): someone cleared it, write-back may
- * fail.  DEV_UNKNOWN: anything else (a FUSE backing file can fail
- * LOOP_GET_STATUS64 at will); never taken for "gone".  DEV_OURS: still as we
- * made it; *fd is then an open fd the caller owns.
+ * Open the node again and find out whether our attachment is still there,
+ * by its disk sequence number alone: it changes at every bind and every
+ * unbind (6.18, KERNEL-FACTS.md), and reading it does not touch the backing
+ * file.  LOOP_GET_STATUS64 does (vfs_getattr of the backing file, whose
+ * error it returns): a FUSE image answering ENXIO made a bound device look
+ * unbound, and a release report success while the device was still
+ * attached, its slots given back.  DEV_GONE: another sequence number
+ * (unbound, or bound again by someone else), another device number, or the
+ * node removed.  DEV_RUNDOWN: the open fails with ENXIO, which on 6.18
+ * happens only while a LOOP_CLR_FD by a sole opener is pending on an fd
+ * still open (an autoclear last close holds the disk's open mutex until it
+ * is done): someone cleared it, write-back may fail.  DEV_UNKNOWN: anything
+ * else; never taken for "gone".  DEV_OURS: still as we made it; *fd is then
+ * an open fd the caller owns.
  */
 enum dev_state { DEV_OURS, DEV_GONE, DEV_RUNDOWN, DEV_UNKNOWN };
 
 static enum dev_state probe_device(const struct device *d, int *fd)
 {
-	struct loop_info64 info;
 	struct stat st;
 	uint64_t seq = 0;
 	enum dev_state state = DEV_UNKNOWN;
@@ -684,10 +688,6 @@ static enum dev_state probe_device(const struct device *d, int *fd)
 		goto out;
 	if (st.st_rdev != d->rdev) {
 		state = DEV_GONE;
-		goto out;
-	}
-	if (ioctl(*fd, LOOP_GET_STATUS64, &info) < 0) {
-		state = errno == ENXIO ? DEV_GONE : DEV_UNKNOWN;
 		goto out;
 	}
 	if (read_diskseq(*fd, &seq) < 0)
@@ -875,6 +875,8 @@ enum clear_result loop_release_clear(struct device *d, struct lfd_msg *err)
 		close(d->fd);
 		d->fd = -1;
 		drop_backing_fd(d);
+		if (d->lost_errno)	/* the flush's news first: it is consumed */
+			data_lost(d, d->lost_errno, err);
 		return CLEAR_ERROR;
 	}
 	st = release_round(d, 0);
@@ -889,12 +891,13 @@ int loop_release_wait(struct device *d, uint32_t timeout_ms,
 	enum dev_state st;
 	int round;
 
+	*waited_ms = 0;
 	for (round = 1;; round++) {
-		*waited_ms = (uint32_t)(now_ms() - start);
 		if (*waited_ms >= timeout_ms)
 			return 0;
 		sleep_ms(RELEASE_POLL_MS);
 		st = release_round(d, round);
+		*waited_ms = (uint32_t)(now_ms() - start);
 		if (st == DEV_GONE)
 			return 1;
 		if (st == DEV_UNKNOWN)

@@ -57,3 +57,17 @@ wait_until 15 sh -c "[ -z \"\$(losetup -j '$T/img')\" ]" || fail "busy device di
 wait_until 10 sh -c "setpriv --reuid=$NOBODY --regid=$NOBODY --clear-groups '$LOOPFD' run '$T/img2' -- true 2>/dev/null" \
 	|| fail "slot not freed after the busy device detached"
 note "busy reported after 1 s; detached with data intact after the holder exited; slot held until then"
+
+# A holder that lets go after 0.3 s: the release waits for it, succeeds, and
+# its receipt says how long it waited (the time up to the round that saw the
+# detach, not the round before it).
+as_nobody "$LOOPFD" run -v --json --release-timeout 5 "$T/img" -- sh -c '
+	( sleep 0.3 ) 3>&3 < /dev/null > /dev/null 2>&1 &' 2> "$T/json" ||
+	fail "release after a short hold failed: $(cat "$T/json")"
+python3 - "$T/json" <<'EOF' || fail "waited_ms: $(cat "$T/json")"
+import json, sys
+r = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")][-1]
+assert r["outcome"] == "released", r
+assert 250 <= r["waited_ms"] < 5000, r["waited_ms"]
+EOF
+note "a 0.3 s holder: released after waiting $(grep -o '"waited_ms": *[0-9]*' "$T/json" | grep -o '[0-9]*$') ms"
