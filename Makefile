@@ -194,7 +194,7 @@ $(O)/%: %.in $(O)/paths.stamp
 
 # ---- test programs (built with the same flags; not installed) -------------
 TEST_PROGS := $(O)/tests/seccomp_probe $(O)/tests/hostile_exec $(O)/tests/marker_preload.so \
-              $(O)/tests/devctl $(O)/tests/without_syscall \
+              $(O)/tests/devctl $(O)/tests/without_syscall $(O)/tests/tinyfuse \
               $(if $(wildcard tests/hostile/rawclient.c),$(O)/tests/rawclient) \
               $(if $(wildcard bench/bench.c),$(O)/tests/bench)
 
@@ -209,6 +209,10 @@ $(O)/tests/hostile_exec: $(O)/tests/sandbox/hostile_exec.o $(call objs,$(PROTO_S
 	$(CC) $(CFLAGS_ALL) -pie $(LDFLAGS_ALL) $^ -o $@
 
 $(O)/tests/devctl: $(O)/tests/sandbox/devctl.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -pie $(LDFLAGS_ALL) $^ -o $@
+
+$(O)/tests/tinyfuse: $(O)/tests/sandbox/tinyfuse.o
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -pie $(LDFLAGS_ALL) $^ -o $@
 
