@@ -91,6 +91,8 @@ struct device {
 	int fd;				/* the helper's own fd, opened before attach */
 	int backing_fd;			/* the helper's dup of the client's backing fd */
 	int lost_errno;			/* a release's flushes: first error, or 0 */
+	int image_errno;		/* ... of them, the image's own write-back */
+	int shared_loss;		/* another device's image_errno, same image */
 	int cleared;			/* a release saw another opener's LOOP_CLR_FD */
 	struct lfd_device ident;	/* what the client was told */
 	dev_t rdev;
@@ -135,9 +137,7 @@ enum release_result {
 	RELEASE_FAILED = -1,		/* detached, but data was lost */
 	RELEASE_STILL_ATTACHED = -2,	/* busy or changed: watch until gone */
 };
-int loop_release(struct device *d, uint32_t timeout_ms, uint32_t *waited_ms,
-		 struct lfd_msg *err);
-/* loop_release in its steps, for a batch (serve.c; loopdev.c says more) */
+/* A release, in steps (loopdev.c says more; serve.c takes them) */
 int loop_release_begin(struct device *d, struct lfd_msg *err);
 void loop_flush(struct device *d);
 enum clear_result {

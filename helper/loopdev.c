@@ -648,12 +648,21 @@ static int verify_same(const struct device *d, struct lfd_msg *err)
 	return 0;
 }
 
-static void data_lost(const struct device *d, int e, struct lfd_msg *err)
+static void data_lost(const struct device *d, int e, int shared,
+		      struct lfd_msg *err)
 {
-	lfd_make_error(err, 0, EIO, LFD_R_DATA_LOST,
-		       "/dev/loop%u: writeback to the image failed (%s): data "
-		       "written through the device is NOT all in the image",
-		       d->ident.index, strerror(e));
+	if (shared)
+		lfd_make_error(err, 0, EIO, LFD_R_DATA_LOST,
+			       "/dev/loop%u: the image's own write-back failed "
+			       "(%s; seen through another device on the same "
+			       "open image): data written through this device "
+			       "may NOT all be in the image",
+			       d->ident.index, strerror(e));
+	else
+		lfd_make_error(err, 0, EIO, LFD_R_DATA_LOST,
+			       "/dev/loop%u: writeback to the image failed (%s): "
+			       "data written through the device is NOT all in "
+			       "the image", d->ident.index, strerror(e));
 }
 
 /*
@@ -782,13 +791,22 @@ static void keep_first_error(struct device *d, int e)
 		d->lost_errno = e;
 }
 
+/* The image's own write-back failed (fsync of the backing file): kept apart
+ * too, for the other devices on the same open image (serve.c). */
+static void image_lost(struct device *d, int e)
+{
+	keep_first_error(d, e);
+	if (d->image_errno == 0)
+		d->image_errno = e;
+}
+
 /* The full flush through fd: both steps. */
 static void flush_device(struct device *d, int fd)
 {
 	if (write_back_device(fd) < 0)
 		keep_first_error(d, errno);
 	if (make_backing_durable(d) < 0)
-		keep_first_error(d, errno);
+		image_lost(d, errno);
 }
 
 /*
@@ -837,12 +855,12 @@ void loop_flush(struct device *d)
 	if (ioctl(d->fd, BLKFLSBUF, 0) < 0)
 		logmsg("/dev/loop%u: BLKFLSBUF: %s", d->ident.index, strerror(errno));
 	if (make_backing_durable(d) < 0)
-		keep_first_error(d, errno);
+		image_lost(d, errno);
 }
 
 /*
- * A release in steps, so that a batch can flush its devices concurrently
- * and clear them all before it waits for any (serve.c):
+ * A release in steps (serve.c takes them), so that a batch can flush its
+ * devices concurrently and clear them all before it waits for any:
  *  - loop_release_begin: the device checked, the node taken back
  *    (RELEASE_STILL_ATTACHED: not ours any more, left alone);
  *  - loop_flush;
@@ -854,6 +872,7 @@ void loop_flush(struct device *d)
 int loop_release_begin(struct device *d, struct lfd_msg *err)
 {
 	d->lost_errno = 0;
+	d->image_errno = 0;
 	d->cleared = 0;
 	if (verify_same(d, err) < 0) {
 		restore_node(d);	/* never leave a user owning another binding */
@@ -876,7 +895,7 @@ enum clear_result loop_release_clear(struct device *d, struct lfd_msg *err)
 		d->fd = -1;
 		drop_backing_fd(d);
 		if (d->lost_errno)	/* the flush's news first: it is consumed */
-			data_lost(d, d->lost_errno, err);
+			data_lost(d, d->lost_errno, 0, err);
 		return CLEAR_ERROR;
 	}
 	st = release_round(d, 0);
@@ -908,13 +927,22 @@ int loop_release_wait(struct device *d, uint32_t timeout_ms,
 int loop_release_outcome(struct device *d, int gone, uint32_t waited_ms,
 			 struct lfd_msg *err)
 {
+	/* Devices sharing one open image (a partitioned image's, say) share
+	 * its errseq cursor: a failure of the image's own write-back is told
+	 * to the first fsync through any of them, and only to it.  The session
+	 * passes it on to the others (serve.c): their data may be in what was
+	 * lost. */
+	int shared = d->lost_errno == 0 && d->shared_loss != 0;
+
+	if (shared)
+		d->lost_errno = d->shared_loss;
 	if (d->fd >= 0)
 		close(d->fd);
 	d->fd = -1;
 	/* The loop holds its own reference to the file while still bound. */
 	drop_backing_fd(d);
 	if (d->lost_errno)
-		data_lost(d, d->lost_errno, err);
+		data_lost(d, d->lost_errno, shared, err);
 	else if (d->cleared)
 		lfd_make_error(err, 0, EIO, LFD_R_DATA_LOST,
 			       "/dev/loop%u was cleared (LOOP_CLR_FD) by another "
@@ -929,25 +957,6 @@ int loop_release_outcome(struct device *d, int gone, uint32_t waited_ms,
 	if (!gone)
 		return RELEASE_STILL_ATTACHED;
 	return d->lost_errno || d->cleared ? RELEASE_FAILED : RELEASE_DONE;
-}
-
-int loop_release(struct device *d, uint32_t timeout_ms, uint32_t *waited_ms,
-		 struct lfd_msg *err)
-{
-	enum clear_result c;
-	int gone;
-
-	*waited_ms = 0;
-	if (loop_release_begin(d, err) < 0)
-		return RELEASE_STILL_ATTACHED;
-	loop_flush(d);
-	c = loop_release_clear(d, err);
-	if (c == CLEAR_ERROR)
-		return RELEASE_STILL_ATTACHED;
-	gone = c == CLEAR_GONE;
-	if (c == CLEAR_HELD)
-		gone = loop_release_wait(d, timeout_ms, waited_ms);
-	return loop_release_outcome(d, gone, *waited_ms, err);
 }
 
 /* A client can clear AUTOCLEAR (LOOP_SET_STATUS64 on its writable fd) after

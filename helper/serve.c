@@ -284,11 +284,55 @@ static void settle_release(struct session *s, struct device *d, int rc)
 		forget_device(s, d);
 }
 
+/*
+ * A failure of an image's own write-back is seen by the first device on that
+ * open image to fsync it, and by no other (loopdev.c): every other device
+ * of the session on the same image is told, in this release or its own
+ * later one.  Devices attached after it are not.
+ */
+static void share_image_losses(struct session *s, struct device **dev,
+			       unsigned n)
+{
+	struct device *d;
+	unsigned i, j;
+
+	for (i = 0; i < n; i++) {
+		if (dev[i]->image_errno == 0)
+			continue;
+		for (j = 0; j < LFD_MAX_DEVICES; j++) {
+			d = &s->dev[j];
+			if (d->in_use && d != dev[i] && d->shared_loss == 0 &&
+			    d->ident.backing_dev == dev[i]->ident.backing_dev &&
+			    d->ident.backing_ino == dev[i]->ident.backing_ino)
+				d->shared_loss = dev[i]->image_errno;
+		}
+	}
+}
+
+/* RELEASE, through the steps of loopdev.c. */
 static int release_one(struct session *s, struct device *d, uint32_t timeout_ms,
 		       uint32_t *waited_ms, struct lfd_msg *err)
 {
-	int rc = loop_release(d, timeout_ms, waited_ms, err);
+	enum clear_result c;
+	int rc, gone;
 
+	*waited_ms = 0;
+	if (loop_release_begin(d, err) < 0) {
+		settle_release(s, d, RELEASE_STILL_ATTACHED);
+		return RELEASE_STILL_ATTACHED;
+	}
+	loop_flush(d);
+	share_image_losses(s, &d, 1);
+	c = loop_release_clear(d, err);
+	if (c == CLEAR_ERROR) {
+		settle_release(s, d, RELEASE_STILL_ATTACHED);
+		return RELEASE_STILL_ATTACHED;
+	}
+	gone = c == CLEAR_GONE;
+	if (c == CLEAR_HELD)
+		gone = loop_release_wait(d, timeout_ms, waited_ms);
+	share_image_losses(s, &d, 1);
+	rc = loop_release_outcome(d, gone, *waited_ms, err);
 	settle_release(s, d, rc);
 	return rc;
 }
@@ -470,8 +514,8 @@ static void do_release_batch(struct session *s, const struct lfd_msg *req)
 	uint32_t entry[LFD_MAX_BATCH];
 	struct lfd_msg rep, err;
 	uint64_t start, spent;
-	uint32_t i, n = 0, *waited;
-	int rc, gone;
+	uint32_t i, n = 0;
+	int rc, gone[LFD_MAX_BATCH];
 
 	if (b->timeout_ms > LFD_MAX_TIMEOUT_MS) {
 		send_error(s, req->seq, LFD_R_BAD_OPTION,
@@ -499,6 +543,7 @@ static void do_release_batch(struct session *s, const struct lfd_msg *req)
 		}
 	}
 	loop_flush_all(dev, n);
+	share_image_losses(s, dev, n);
 	for (i = 0; i < n; i++) {
 		c[i] = loop_release_clear(dev[i], &err);
 		if (c[i] == CLEAR_ERROR) {
@@ -509,17 +554,20 @@ static void do_release_batch(struct session *s, const struct lfd_msg *req)
 	}
 	start = now_ms();
 	for (i = 0; i < n; i++) {
+		gone[i] = c[i] == CLEAR_GONE;
+		if (c[i] != CLEAR_HELD)
+			continue;
+		spent = now_ms() - start;
+		gone[i] = loop_release_wait(dev[i], spent >= b->timeout_ms ? 0 :
+					    b->timeout_ms - (uint32_t)spent,
+					    &out[entry[i]].waited_ms);
+	}
+	share_image_losses(s, dev, n);
+	for (i = 0; i < n; i++) {
 		if (c[i] == CLEAR_ERROR)
 			continue;
-		waited = &out[entry[i]].waited_ms;
-		gone = c[i] == CLEAR_GONE;
-		if (c[i] == CLEAR_HELD) {
-			spent = now_ms() - start;
-			gone = loop_release_wait(dev[i], spent >= b->timeout_ms ? 0 :
-						 b->timeout_ms - (uint32_t)spent,
-						 waited);
-		}
-		rc = loop_release_outcome(dev[i], gone, *waited, &err);
+		rc = loop_release_outcome(dev[i], gone[i],
+					  out[entry[i]].waited_ms, &err);
 		settle_release(s, dev[i], rc);
 		entry_outcome(s, dev[i], rc, &err, &out[entry[i]]);
 	}

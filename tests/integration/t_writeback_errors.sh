@@ -28,6 +28,7 @@ _teardown() {
 	umount "$T/tmpfs" 2>/dev/null || true
 	umount "$T/tmpfs2" 2>/dev/null || true
 	umount "$T/tmpfs3" 2>/dev/null || true
+	umount "$T/tmpfs4" 2>/dev/null || true
 }
 trap 'rc=$?; _teardown; (exit $rc); _cleanup' EXIT
 
@@ -129,3 +130,34 @@ grep "NOT all in the image" "$T/err" | grep -q "$T/e/img" ||
 assert_no_device_for "$T/e/img"
 assert_no_device_for "$T/held.img"
 note "(d) a write during another device's wait: $(grep -m1 'NOT all' "$T/err" | sed 's/.*failed: //')"
+
+# (e) A partitioned image of (b)'s kind: loopfd run --partitions binds the
+# whole image (fd 3) and each partition (fds 4, 5) to one open file, whose
+# write-back error only the first fsync through any of them sees.  30 MiB
+# written through partition 2 alone: partition 2's release must report the
+# loss (so must its siblings: their data may be in what was lost).
+mkdir "$T/tmpfs4"
+mount -t tmpfs -o size=24m,mode=0755 loopfd-test "$T/tmpfs4"
+truncate -s 64M "$T/tmpfs4/f.fs"
+ext4_on "$T/tmpfs4/f.fs" "$T/f" errors=continue
+fallocate -l 40M "$T/f/img"
+printf 'label: gpt\n,8M\n,\n' | sfdisk -q "$T/f/img"
+chown $NOBODY:$NOBODY "$T/f/img"
+set +e
+as_nobody "$LOOPFD" run -v --json --partitions "$T/f/img" -- \
+	sh -c 'head -c $((30 << 20)) /dev/zero | tr "\0" x >&5' 2> "$T/err"
+rc=$?
+set -e
+[ $rc != 0 ] || fail "(e): run succeeded although the image's write-back failed"
+python3 - "$T/err" <<'EOF' || fail "(e): $(cat "$T/err")"
+import json, sys
+ev = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+rel = [e for e in ev if e.get("event") == "release"]
+assert len(rel) == 3, rel
+p2 = [e for e in rel if e.get("image", "").endswith(" partition 2")]
+assert len(p2) == 1, rel
+assert p2[0]["data_lost"] is True and p2[0]["ok"] is False, p2
+assert all(e["data_lost"] is True for e in rel), rel
+EOF
+assert_no_device_for "$T/f/img"
+note "(e) partitions of one open image: every device's release reports the image's loss"
