@@ -56,6 +56,7 @@ struct guard_entry {
 	uint32_t index;
 	uint64_t rdev;
 	uint64_t diskseq;
+	uint64_t binding_ino;	/* how the watch tells it detached (loopdev.c) */
 	uint32_t node_uid;	/* owner and mode to give the node back */
 	uint32_t node_gid;
 	uint32_t node_mode;
@@ -94,6 +95,7 @@ int guard_note_attached(const struct session *s, const struct device *d,
 	e->index = d->ident.index;
 	e->rdev = (uint64_t)d->rdev;
 	e->diskseq = d->ident.diskseq;
+	e->binding_ino = d->binding_ino;
 	e->node_uid = (uint32_t)d->node_uid;
 	e->node_gid = (uint32_t)d->node_gid;
 	e->node_mode = (uint32_t)d->node_mode;
@@ -117,6 +119,7 @@ static void take_entry(struct device *d, const struct guard_entry *e)
 	d->fd = -1;
 	d->ident.index = e->index;
 	d->ident.diskseq = e->diskseq;
+	d->binding_ino = e->binding_ino;
 	d->rdev = (dev_t)e->rdev;
 	d->node_uid = e->node_uid;
 	d->node_gid = e->node_gid;

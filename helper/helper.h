@@ -96,6 +96,7 @@ struct device {
 	int cleared;			/* a release saw another opener's LOOP_CLR_FD */
 	struct lfd_device ident;	/* what the client was told */
 	dev_t rdev;
+	uint64_t binding_ino;		/* its binding's sysfs directory (loopdev.c) */
 	int granted;			/* node chowned to the caller */
 	uid_t node_uid;			/* node owner/mode to restore */
 	gid_t node_gid;

@@ -366,6 +366,30 @@ static int read_diskseq(int fd, uint64_t *seq)
 	return ioctl(fd, BLKGETDISKSEQ, seq);
 }
 
+/*
+ * The binding itself, told apart from the device: its sysfs directory
+ * (/sys/dev/block/MAJ:MIN/loop) is made at the bind and removed at the
+ * unbind, and a new bind makes a new one, with another inode number
+ * (kernfs ids are not reused); LOOP_CHANGE_FD keeps it (KERNEL-FACTS.md).
+ * Neither the disk sequence number (LOOP_CHANGE_FD changes it while the
+ * device stays bound) nor LOOP_GET_STATUS64 (it returns the backing file's
+ * getattr error, which a FUSE image chooses: ENXIO passes for "unbound")
+ * can say whether our binding is gone.  0 with *ino, or -1 with errno
+ * (ENOENT: no binding).
+ */
+static int binding_ino(dev_t rdev, uint64_t *ino)
+{
+	char path[64];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/loop",
+		 major(rdev), minor(rdev));
+	if (stat(path, &st) < 0)
+		return -1;
+	*ino = (uint64_t)st.st_ino;
+	return 0;
+}
+
 /* Read back what the kernel made of the attachment, through the held fd. */
 static int read_identity(struct device *d, const struct stat *backing,
 			 struct lfd_msg *err)
@@ -581,6 +605,15 @@ int loop_attach(struct session *s, int backing_fd,
 	}
 	if (read_identity(d, &backing, err) < 0)
 		goto undo;
+	/* Our fd keeps the device bound: the directory is our binding's. */
+	if (binding_ino(d->rdev, &d->binding_ino) < 0) {
+		lfd_make_error(err, 0, errno, LFD_R_KERNEL, "cannot find "
+			       "/sys/dev/block/%u:%u/loop (%s): without sysfs "
+			       "a release could not tell when the device has "
+			       "detached", major(d->rdev), minor(d->rdev),
+			       strerror(errno));
+		goto undo;
+	}
 	/* The client's fd before the grant: once the node is the caller's,
 	 * root without CAP_DAC_OVERRIDE can no longer open it. */
 	*client_fd = open_client_fd(d, err);
@@ -666,50 +699,37 @@ static void data_lost(const struct device *d, int e, int shared,
 }
 
 /*
- * Open the node again and find out whether our attachment is still there,
- * by its disk sequence number alone: it changes at every bind and every
- * unbind (6.18, KERNEL-FACTS.md), and reading it does not touch the backing
- * file.  LOOP_GET_STATUS64 does (vfs_getattr of the backing file, whose
- * error it returns): a FUSE image answering ENXIO made a bound device look
- * unbound, and a release report success while the device was still
- * attached, its slots given back.  DEV_GONE: another sequence number
- * (unbound, or bound again by someone else), another device number, or the
- * node removed.  DEV_RUNDOWN: the open fails with ENXIO, which on 6.18
- * happens only while a LOOP_CLR_FD by a sole opener is pending on an fd
- * still open (an autoclear last close holds the disk's open mutex until it
- * is done): someone cleared it, write-back may fail.  DEV_UNKNOWN: anything
- * else; never taken for "gone".  DEV_OURS: still as we made it; *fd is then
- * an open fd the caller owns.
+ * Is our binding still there?  First by its sysfs directory (binding_ino):
+ * gone, or another binding's, means DEV_GONE, without opening anything.
+ * Else the node is opened: DEV_RUNDOWN when that fails with ENXIO, which
+ * on 6.18 happens only while a LOOP_CLR_FD by a sole opener is pending on
+ * an fd still open (an autoclear last close holds the disk's open mutex
+ * until it is done): someone cleared it, write-back may fail.  DEV_OURS:
+ * still bound as we bound it (re-pointed by a reader's LOOP_CHANGE_FD or
+ * not); *fd is then an open fd the caller owns.  DEV_UNKNOWN: anything
+ * else; never taken for "gone".  Nothing here asks the backing file.
  */
 enum dev_state { DEV_OURS, DEV_GONE, DEV_RUNDOWN, DEV_UNKNOWN };
 
 static enum dev_state probe_device(const struct device *d, int *fd)
 {
 	struct stat st;
-	uint64_t seq = 0;
-	enum dev_state state = DEV_UNKNOWN;
+	uint64_t ino;
 
+	*fd = -1;
+	if (binding_ino(d->rdev, &ino) < 0)
+		return errno == ENOENT ? DEV_GONE : DEV_UNKNOWN;
+	if (ino != d->binding_ino)
+		return DEV_GONE;
 	*fd = open_loop_node(d->ident.index, 1);
 	if (*fd < 0)
-		return errno == ENXIO ? DEV_RUNDOWN :
-		       errno == ENOENT ? DEV_GONE : DEV_UNKNOWN;
-	if (fstat(*fd, &st) < 0)
-		goto out;
-	if (st.st_rdev != d->rdev) {
-		state = DEV_GONE;
-		goto out;
-	}
-	if (read_diskseq(*fd, &seq) < 0)
-		goto out;
-	if (seq != d->ident.diskseq) {
-		state = DEV_GONE;
-		goto out;
+		return errno == ENXIO ? DEV_RUNDOWN : DEV_UNKNOWN;
+	if (fstat(*fd, &st) < 0 || st.st_rdev != d->rdev) {
+		close(*fd);
+		*fd = -1;
+		return DEV_UNKNOWN;
 	}
 	return DEV_OURS;
-out:
-	close(*fd);
-	*fd = -1;
-	return state;
 }
 
 /*
@@ -964,15 +984,18 @@ int loop_release_outcome(struct device *d, int gone, uint32_t waited_ms,
  * on every check (not LOOP_CLR_FD: the probe may be the sole opener). */
 static void rearm_autoclear(const struct device *d, int fd)
 {
-	struct loop_info64 info;
+	struct stat st;
+	int second = open_loop_node(d->ident.index, 1);
 
-	if (ioctl(fd, LOOP_GET_STATUS64, &info) < 0 ||
-	    (info.lo_flags & LO_FLAGS_AUTOCLEAR))
-		return;
-	info.lo_flags |= LO_FLAGS_AUTOCLEAR;
-	if (ioctl(fd, LOOP_SET_STATUS64, &info) < 0)
+	/* LOOP_CLR_FD with a second fd of ours open only sets AUTOCLEAR
+	 * (never rundown), and asks nothing of the backing file: a FUSE image
+	 * failing LOOP_GET_STATUS64 cannot keep the device bound for ever. */
+	if (second >= 0 && fstat(second, &st) == 0 && st.st_rdev == d->rdev &&
+	    ioctl(fd, LOOP_CLR_FD, 0) < 0)
 		logmsg("/dev/loop%u: cannot re-arm autoclear: %s",
 		       d->ident.index, strerror(errno));
+	if (second >= 0)
+		close(second);
 }
 
 /* A device released busy or changed: gone yet?  Its slots are held until

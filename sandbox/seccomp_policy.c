@@ -171,7 +171,7 @@ static const int serve_syscalls[] = {
  * int, would become 0xffffffff80081280 and never match the real call. */
 static const unsigned long serve_ioctls[] = {
 	LOOP_CTL_GET_FREE, LOOP_CTL_ADD, LOOP_CTL_REMOVE,
-	LOOP_CONFIGURE, LOOP_SET_STATUS64,
+	LOOP_CONFIGURE,
 	LOOP_GET_STATUS64, LOOP_CLR_FD,
 	BLKFLSBUF, BLKGETDISKSEQ, BLKGETSIZE64,
 };
@@ -196,7 +196,7 @@ static const int teardown_syscalls[] = {
 };
 
 static const unsigned long teardown_ioctls[] = {
-	BLKFLSBUF, LOOP_CLR_FD, LOOP_GET_STATUS64, LOOP_SET_STATUS64,
+	BLKFLSBUF, LOOP_CLR_FD, LOOP_GET_STATUS64,
 	BLKGETDISKSEQ,
 };
 
@@ -205,7 +205,9 @@ static const unsigned long teardown_ioctls[] = {
  * the parent is gone, gives granted nodes back to root by path (lstat,
  * fchownat, fchmodat, lremovexattr: the node may be mode 0000 by then, and
  * root without CAP_DAC_OVERRIDE could not open it) and watches the devices
- * until they detach, re-arming autoclear through a read-only open.
+ * until they detach, re-arming autoclear through a read-only open (LOOP_CLR_FD
+ * with a second fd open: it only sets AUTOCLEAR) and finding a detach by
+ * the binding's sysfs directory (stat).
  */
 static const int guard_syscalls[] = {
 	SCMP_SYS(read), SCMP_SYS(write), SCMP_SYS(writev),
@@ -224,7 +226,7 @@ static const int guard_syscalls[] = {
 };
 
 static const unsigned long guard_ioctls[] = {
-	LOOP_GET_STATUS64, LOOP_SET_STATUS64, BLKGETDISKSEQ,
+	LOOP_CLR_FD,
 };
 
 /*

@@ -58,13 +58,15 @@ mkimage "$T/img2" 4
 
 write_config "max-devices-per-user 1"
 
-# COMMAND: a holder keeps a copy of fd 3 (at most 8 s, or until $T/go),
-# then the GETATTR failure is armed for the release's fsync.
+# COMMAND: a holder keeps a copy of fd 3 (at most 8 s, or until $T/go), then
+# clears AUTOCLEAR through it and exits; the GETATTR failure is armed for the
+# release's fsync.
 set +e
 as_nobody "$LOOPFD" run -v --json --release-timeout 0 "$fimg" -- sh -c '
-	( i=0; while [ ! -e "$1/go" ] && [ $i -lt 160 ]; do sleep 0.05; i=$((i + 1)); done ) 3>&3 &
+	( i=0; while [ ! -e "$1/go" ] && [ $i -lt 160 ]; do sleep 0.05; i=$((i + 1)); done
+	  "$2" noautoclear-blind 3 > "$1/noac.out" 2>&1 ) 3>&3 &
 	echo $! > "$1/bgpid"
-	touch "$1/arm"' sh "$T" 2> "$T/err"
+	touch "$1/arm"' sh "$T" "$BUILD/tests/devctl" 2> "$T/err"
 rc=$?
 set -e
 [ -s "$T/bgpid" ] || fail "COMMAND did not run: $(cat "$T/err")"
@@ -99,8 +101,13 @@ fi
 [ "$second" = refused ] ||
 	fail "a still-attached device's slot was freed: max-devices-per-user 1 bypassed ($seen)"
 
-# The holder exits: the device detaches, the slot is freed, nothing is left.
+# The holder clears AUTOCLEAR and exits, the image still failing GETATTR:
+# the watching helper must arm AUTOCLEAR again without asking the image
+# (LOOP_GET_STATUS64 would fail): the device detaches, the slot is freed,
+# nothing is left.
 touch "$T/go"
+wait_until 5 test -s "$T/noac.out" || fail "the holder did not clear AUTOCLEAR"
+grep -q "LOOP_SET_STATUS64: ok" "$T/noac.out" || fail "AUTOCLEAR not cleared: $(cat "$T/noac.out")"
 wait_until 10 sh -c "[ \"\$(cat /sys/block/$dev/loop/backing_file 2>/dev/null)\" != '$fimg' ]" ||
 	fail "$dev did not detach after its holder exited"
 rm -f "$T/arm"	# disarmed: losetup may query the image again

@@ -79,3 +79,28 @@ grep -q "LOOP_SET_STATUS64: ok" "$T/out" || fail "the client's LOOP_SET_STATUS64
 cmp -n $((1 << 20)) "$T/data" "$T/img" || fail "data lost after the client cleared AUTOCLEAR"
 assert_no_device_for "$T/img"
 note "client CLR_FD/SET_STATUS64: released normally; CHANGE_FD: refused as re-pointed, untouched; clearing races never succeed; autoclear re-armed, before and after a release"
+
+# 7. A reader re-points its read-only device (LOOP_CHANGE_FD) while the
+#    release waits for it: that changes the disk sequence number, yet the
+#    device stays bound.  The release must not take it for detached, and its
+#    slot must stay held (max-devices-per-user 1) until it really detaches.
+write_config "max-devices-per-user 1"
+mkimage "$T/img3" 8
+set +e
+as_nobody "$LOOPFD" run -r --release-timeout 1 "$T/img" -- sh -c '
+	( sleep 0.3; "$1" change 3 "$2" > /dev/null; sleep 3 ) < /dev/null > /dev/null 2>&1 &
+	echo $! > "$3"' sh "$DEVCTL" "$T/other.img" "$T/holder" 2> "$T/err"
+rc=$?
+set -e
+[ $rc != 0 ] || fail "release of a device re-pointed and still held reported success"
+grep -q "still open elsewhere" "$T/err" || fail "no busy message: $(cat "$T/err")"
+[ -n "$(losetup -j "$T/other.img")" ] || fail "the re-pointed device is not attached (test proves nothing)"
+if as_nobody "$LOOPFD" run "$T/img3" -- true 2> "$T/err2"; then
+	fail "a second device attached while the first (re-pointed) was still attached: limit 1 bypassed"
+fi
+grep -q "per-user limit" "$T/err2" || fail "second run failed, but not on the limit: $(cat "$T/err2")"
+wait_until 15 sh -c "[ -z \"\$(losetup -j '$T/other.img')\" ]" || fail "re-pointed device did not detach after its holder exited"
+wait_until 10 sh -c "setpriv --reuid=$NOBODY --regid=$NOBODY --clear-groups '$LOOPFD' run '$T/img3' -- true 2>/dev/null" ||
+	fail "slot not freed after the re-pointed device detached"
+remove_config
+note "a device re-pointed during its release: answered busy, slot held until it detached"

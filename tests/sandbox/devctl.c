@@ -6,6 +6,10 @@
  *   devctl change FD FILE       LOOP_CHANGE_FD to FILE (read-only devices)
  *   devctl offset FD BYTES      LOOP_SET_STATUS64 with a new offset
  *   devctl noautoclear FD       LOOP_SET_STATUS64 without LO_FLAGS_AUTOCLEAR
+ *   devctl noautoclear-blind FD the same without reading the status first
+ *                               (offset and size limit 0, as loopfd's
+ *                               defaults): works while the backing file
+ *                               fails getattr, which LOOP_GET_STATUS64 asks
  *   devctl clear-loop FD MS     LOOP_CLR_FD as fast as it can for MS ms,
  *                               keeping FD open (hunting the moment the
  *                               helper holds no fd of its own)
@@ -79,6 +83,10 @@ int main(int argc, char **argv)
 		if (ioctl(fd, LOOP_GET_STATUS64, &info) < 0)
 			return report("LOOP_GET_STATUS64", -1);
 		info.lo_flags &= ~(unsigned)LO_FLAGS_AUTOCLEAR;
+		return report("LOOP_SET_STATUS64", ioctl(fd, LOOP_SET_STATUS64, &info));
+	}
+	if (strcmp(argv[1], "noautoclear-blind") == 0) {
+		memset(&info, 0, sizeof(info));
 		return report("LOOP_SET_STATUS64", ioctl(fd, LOOP_SET_STATUS64, &info));
 	}
 	if (strcmp(argv[1], "clear-loop") == 0 && argc == 4)
