@@ -288,7 +288,10 @@ static void settle_release(struct session *s, struct device *d, int rc)
  * A failure of an image's own write-back is seen by the first device on that
  * open image to fsync it, and by no other (loopdev.c): every other device
  * of the session on the same image is told, in this release or its own
- * later one.  Devices attached after it are not.
+ * later one.  Devices attached after it was seen are not.  Whoever fsyncs
+ * the open file first gets the error, the client itself, or the loop
+ * worker for a filesystem mounted on one of the devices: the helper then
+ * sees none (KERNEL-FACTS.md).
  */
 static void share_image_losses(struct session *s, struct device **dev,
 			       unsigned n)
@@ -301,7 +304,9 @@ static void share_image_losses(struct session *s, struct device **dev,
 			continue;
 		for (j = 0; j < LFD_MAX_DEVICES; j++) {
 			d = &s->dev[j];
+			/* (A read-only device wrote nothing that was lost.) */
 			if (d->in_use && d != dev[i] && d->shared_loss == 0 &&
+			    !(d->ident.flags & LFD_ATTACH_READ_ONLY) &&
 			    d->ident.backing_dev == dev[i]->ident.backing_dev &&
 			    d->ident.backing_ino == dev[i]->ident.backing_ino)
 				d->shared_loss = dev[i]->image_errno;
