@@ -368,7 +368,8 @@ static int read_diskseq(int fd, uint64_t *seq)
 
 /*
  * The binding itself, told apart from the device: its sysfs directory
- * (/sys/dev/block/MAJ:MIN/loop) is made at the bind and removed at the
+ * (/sys/devices/virtual/block/loopN/loop, by the shortest path: no
+ * symlink) is made at the bind and removed at the
  * unbind, and a new bind makes a new one, with another inode number
  * (kernfs ids are not reused); LOOP_CHANGE_FD keeps it (KERNEL-FACTS.md).
  * Neither the disk sequence number (LOOP_CHANGE_FD changes it while the
@@ -377,13 +378,13 @@ static int read_diskseq(int fd, uint64_t *seq)
  * can say whether our binding is gone.  0 with *ino, or -1 with errno
  * (ENOENT: no binding).
  */
-static int binding_ino(dev_t rdev, uint64_t *ino)
+static int binding_ino(uint32_t index, uint64_t *ino)
 {
 	char path[64];
 	struct stat st;
 
-	snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/loop",
-		 major(rdev), minor(rdev));
+	snprintf(path, sizeof(path), "/sys/devices/virtual/block/loop%u/loop",
+		 index);
 	if (stat(path, &st) < 0)
 		return -1;
 	*ino = (uint64_t)st.st_ino;
@@ -606,11 +607,11 @@ int loop_attach(struct session *s, int backing_fd,
 	if (read_identity(d, &backing, err) < 0)
 		goto undo;
 	/* Our fd keeps the device bound: the directory is our binding's. */
-	if (binding_ino(d->rdev, &d->binding_ino) < 0) {
+	if (binding_ino(d->ident.index, &d->binding_ino) < 0) {
 		lfd_make_error(err, 0, errno, LFD_R_KERNEL, "cannot find "
-			       "/sys/dev/block/%u:%u/loop (%s): without sysfs "
-			       "a release could not tell when the device has "
-			       "detached", major(d->rdev), minor(d->rdev),
+			       "/sys/devices/virtual/block/loop%u/loop (%s): "
+			       "without sysfs a release could not tell when the "
+			       "device has detached", d->ident.index,
 			       strerror(errno));
 		goto undo;
 	}
@@ -717,7 +718,7 @@ static enum dev_state probe_device(const struct device *d, int *fd)
 	uint64_t ino;
 
 	*fd = -1;
-	if (binding_ino(d->rdev, &ino) < 0)
+	if (binding_ino(d->ident.index, &ino) < 0)
 		return errno == ENOENT ? DEV_GONE : DEV_UNKNOWN;
 	if (ino != d->binding_ino)
 		return DEV_GONE;
