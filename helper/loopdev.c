@@ -699,38 +699,65 @@ static void data_lost(const struct device *d, int e, int shared,
 			       "the image", d->ident.index, strerror(e));
 }
 
-/*
- * Is our binding still there?  First by its sysfs directory (binding_ino):
- * gone, or another binding's, means DEV_GONE, without opening anything.
- * Else the node is opened: DEV_RUNDOWN when that fails with ENXIO, which
- * on 6.18 happens only while a LOOP_CLR_FD by a sole opener is pending on
- * an fd still open (an autoclear last close holds the disk's open mutex
- * until it is done): someone cleared it, write-back may fail.  DEV_OURS:
- * still bound as we bound it (re-pointed by a reader's LOOP_CHANGE_FD or
- * not); *fd is then an open fd the caller owns.  DEV_UNKNOWN: anything
- * else; never taken for "gone".  Nothing here asks the backing file.
- */
 enum dev_state { DEV_OURS, DEV_GONE, DEV_RUNDOWN, DEV_UNKNOWN };
 
-static enum dev_state probe_device(const struct device *d, int *fd)
+/* Is our binding still there, by its sysfs directory (binding_ino)? */
+static enum dev_state binding_state(const struct device *d)
 {
-	struct stat st;
 	uint64_t ino;
 
-	*fd = -1;
 	if (binding_ino(d->ident.index, &ino) < 0)
 		return errno == ENOENT ? DEV_GONE : DEV_UNKNOWN;
-	if (ino != d->binding_ino)
-		return DEV_GONE;
+	return ino == d->binding_ino ? DEV_OURS : DEV_GONE;
+}
+
+/* The autoclear detach of someone else's last close removes the sysfs
+ * directory before it lets go of the backing file, all under the disk's
+ * open mutex: an open of the node waits until it is done. */
+static void wait_out_teardown(const struct device *d)
+{
+	int fd = open_loop_node(d->ident.index, 1);
+
+	if (fd >= 0)
+		close(fd);
+}
+
+/*
+ * Is our binding still there?  DEV_GONE: its sysfs directory is gone or
+ * another binding's; with others set (someone else may be closing the
+ * device as we look), only once any teardown in progress has ended.  Our
+ * own close, the last, detaches before it returns: then nothing is opened.
+ * Else the node is opened: DEV_RUNDOWN when that fails with ENXIO, which on
+ * 6.18 happens only while a LOOP_CLR_FD by a sole opener is pending on an
+ * fd still open: someone cleared it, write-back may fail.  Held open, the
+ * binding cannot end, and is checked again: it may have ended between the
+ * first look and the open, and the index been bound anew.  DEV_OURS: still
+ * bound as we bound it (re-pointed by a reader's LOOP_CHANGE_FD or not);
+ * *fd is then an open fd the caller owns.  DEV_UNKNOWN: anything else;
+ * never taken for "gone".  Nothing here asks the backing file.
+ */
+static enum dev_state probe_device(const struct device *d, int others, int *fd)
+{
+	struct stat st;
+	enum dev_state state = binding_state(d);
+
+	*fd = -1;
+	if (state == DEV_GONE && others)
+		wait_out_teardown(d);
+	if (state != DEV_OURS)
+		return state;
 	*fd = open_loop_node(d->ident.index, 1);
 	if (*fd < 0)
 		return errno == ENXIO ? DEV_RUNDOWN : DEV_UNKNOWN;
-	if (fstat(*fd, &st) < 0 || st.st_rdev != d->rdev) {
+	if (fstat(*fd, &st) < 0 || st.st_rdev != d->rdev)
+		state = DEV_UNKNOWN;
+	else
+		state = binding_state(d);
+	if (state != DEV_OURS) {
 		close(*fd);
 		*fd = -1;
-		return DEV_UNKNOWN;
 	}
-	return DEV_OURS;
+	return state;
 }
 
 /*
@@ -852,7 +879,7 @@ static enum dev_state release_round(struct device *d, int round)
 		close(d->fd);
 		d->fd = -1;
 	}
-	st = probe_device(d, &d->fd);
+	st = probe_device(d, round > 0, &d->fd);
 	if (st == DEV_RUNDOWN)
 		d->cleared = 1;
 	if (st != DEV_OURS && d->fd >= 0) {
@@ -982,15 +1009,15 @@ int loop_release_outcome(struct device *d, int gone, uint32_t waited_ms,
 
 /* A client can clear AUTOCLEAR (LOOP_SET_STATUS64 on its writable fd) after
  * a busy release; without it the device would never detach.  Set it again
- * on every check (not LOOP_CLR_FD: the probe may be the sole opener). */
+ * on every check, with a second fd of ours open beside the probe's: never
+ * the sole opener, LOOP_CLR_FD then only sets AUTOCLEAR. */
 static void rearm_autoclear(const struct device *d, int fd)
 {
 	struct stat st;
 	int second = open_loop_node(d->ident.index, 1);
 
-	/* LOOP_CLR_FD with a second fd of ours open only sets AUTOCLEAR
-	 * (never rundown), and asks nothing of the backing file: a FUSE image
-	 * failing LOOP_GET_STATUS64 cannot keep the device bound for ever. */
+	/* It asks nothing of the backing file, unlike LOOP_GET/SET_STATUS64:
+	 * a FUSE image failing getattr cannot keep the device bound for ever. */
 	if (second >= 0 && fstat(second, &st) == 0 && st.st_rdev == d->rdev &&
 	    ioctl(fd, LOOP_CLR_FD, 0) < 0)
 		logmsg("/dev/loop%u: cannot re-arm autoclear: %s",
@@ -1005,12 +1032,12 @@ static void rearm_autoclear(const struct device *d, int fd)
 int loop_detached(const struct device *d)
 {
 	int fd;
-	enum dev_state st = probe_device(d, &fd);
+	enum dev_state st = probe_device(d, 1, &fd);
 
 	if (st == DEV_OURS) {
 		rearm_autoclear(d, fd);
 		close(fd);	/* if we were its last opener, it detaches here */
-		st = probe_device(d, &fd);
+		st = probe_device(d, 1, &fd);
 		if (fd >= 0)
 			close(fd);
 	}
