@@ -771,8 +771,8 @@ static enum dev_state probe_device(const struct device *d, int others, int *fd)
  * fd, where the kernel only sets AUTOCLEAR.  (Always doing so cost 5 us of
  * a batch's device here: an open, a close.)  Each round then flushes
  * through our fd (reporting writeback errors), closes it - the detach
- * happens inside that close if nobody else holds the device - and opens
- * the node again to see whether our attachment is gone.
+ * happens inside that close if nobody else holds the device - and looks
+ * whether our binding is gone (probe_device).
  */
 static int autoclear_armed(const struct device *d)
 {
