@@ -501,22 +501,35 @@ static int bind_free_device(struct session *s, int backing_fd,
 		      "after repeated collisions with other attachers");
 }
 
-/* The client's fd: a separate open file description of the same device,
- * so that nothing the client does to its fd (flock, close, fcntl) touches
- * the one the helper flushes through.  Opened by path, then proven to be
- * the same device by its device number. */
-static int open_client_fd(const struct device *d, struct lfd_msg *err)
+/* Another open of our device: by path, then proven to be the same device
+ * by its device number.  -1 with errno; ESTALE: the node is another
+ * device's. */
+static int open_same_device(const struct device *d, int read_only)
 {
 	struct stat st;
-	int fd = open_loop_node(d->ident.index,
-				(d->ident.flags & LFD_ATTACH_READ_ONLY) != 0);
+	int fd = open_loop_node(d->ident.index, read_only);
 
 	if (fd < 0)
-		return refuse(err, LFD_R_KERNEL, errno, "cannot open the device for the client");
+		return -1;
 	if (fstat(fd, &st) < 0 || !S_ISBLK(st.st_mode) || st.st_rdev != d->rdev) {
 		close(fd);
-		return refuse(err, LFD_R_DEVICE_CHANGED, ESTALE, "device node changed while attaching");
+		errno = ESTALE;
+		return -1;
 	}
+	return fd;
+}
+
+/* The client's fd: a separate open file description of the same device,
+ * so that nothing the client does to its fd (flock, close, fcntl) touches
+ * the one the helper flushes through. */
+static int open_client_fd(const struct device *d, struct lfd_msg *err)
+{
+	int fd = open_same_device(d, (d->ident.flags & LFD_ATTACH_READ_ONLY) != 0);
+
+	if (fd < 0 && errno == ESTALE)
+		return refuse(err, LFD_R_DEVICE_CHANGED, ESTALE, "device node changed while attaching");
+	if (fd < 0)
+		return refuse(err, LFD_R_KERNEL, errno, "cannot open the device for the client");
 	return fd;
 }
 
@@ -738,7 +751,6 @@ static void wait_out_teardown(const struct device *d)
  */
 static enum dev_state probe_device(const struct device *d, int others, int *fd)
 {
-	struct stat st;
 	enum dev_state state = binding_state(d);
 
 	*fd = -1;
@@ -746,13 +758,10 @@ static enum dev_state probe_device(const struct device *d, int others, int *fd)
 		wait_out_teardown(d);
 	if (state != DEV_OURS)
 		return state;
-	*fd = open_loop_node(d->ident.index, 1);
+	*fd = open_same_device(d, 1);
 	if (*fd < 0)
 		return errno == ENXIO ? DEV_RUNDOWN : DEV_UNKNOWN;
-	if (fstat(*fd, &st) < 0 || st.st_rdev != d->rdev)
-		state = DEV_UNKNOWN;
-	else
-		state = binding_state(d);
+	state = binding_state(d);
 	if (state != DEV_OURS) {
 		close(*fd);
 		*fd = -1;
@@ -784,20 +793,14 @@ static int autoclear_armed(const struct device *d)
 
 static int hand_over_to_autoclear(struct device *d, struct lfd_msg *err)
 {
-	struct stat st;
 	int probe;
 
 	if (autoclear_armed(d))
 		return 0;
-	probe = open_loop_node(d->ident.index, 1);
-	if (probe < 0 || fstat(probe, &st) < 0 || st.st_rdev != d->rdev) {
-		int e = probe < 0 ? errno : ESTALE;
-
-		if (probe >= 0)
-			close(probe);
-		return refuse(err, LFD_R_KERNEL, e,
+	probe = open_same_device(d, 1);
+	if (probe < 0)
+		return refuse(err, LFD_R_KERNEL, errno,
 			      "cannot open the device a second time to clear it");
-	}
 	if (ioctl(d->fd, LOOP_CLR_FD, 0) < 0)
 		logmsg("/dev/loop%u: LOOP_CLR_FD: %s", d->ident.index, strerror(errno));
 	close(d->fd);
@@ -1013,13 +1016,11 @@ int loop_release_outcome(struct device *d, int gone, uint32_t waited_ms,
  * the sole opener, LOOP_CLR_FD then only sets AUTOCLEAR. */
 static void rearm_autoclear(const struct device *d, int fd)
 {
-	struct stat st;
-	int second = open_loop_node(d->ident.index, 1);
+	int second = open_same_device(d, 1);
 
 	/* It asks nothing of the backing file, unlike LOOP_GET/SET_STATUS64:
 	 * a FUSE image failing getattr cannot keep the device bound for ever. */
-	if (second >= 0 && fstat(second, &st) == 0 && st.st_rdev == d->rdev &&
-	    ioctl(fd, LOOP_CLR_FD, 0) < 0)
+	if (second >= 0 && ioctl(fd, LOOP_CLR_FD, 0) < 0)
 		logmsg("/dev/loop%u: cannot re-arm autoclear: %s",
 		       d->ident.index, strerror(errno));
 	if (second >= 0)

@@ -314,31 +314,92 @@ static void share_image_losses(struct session *s, struct device **dev,
 	}
 }
 
-/* RELEASE, through the steps of loopdev.c. */
+/* A device's failed release, in its outcome (a success is all zeroes). */
+static void set_outcome(struct lfd_release_outcome *o, const struct lfd_msg *err)
+{
+	o->reason = err->u.error.reason;
+	o->err = err->u.error.err;
+	memcpy(o->text, err->u.error.text, sizeof(o->text));
+}
+
+/*
+ * Release n devices as RELEASE would each, whatever happens to the others,
+ * in the steps of loopdev.c, each step taken for every device before the
+ * next: checked and its node taken back; flushed, all at once on threads
+ * (flush.c), all joined before the first clear; cleared, one after another
+ * (clears are the kernel's CPU work, which threads only slowed: 45 against
+ * 39 us a device here), none waiting; only then are the devices others
+ * still hold waited for, each wait round with a full flush.  So no device
+ * waits, between its flush and its clear, for another's wait: what another
+ * opener writes then is made durable by a later round.  timeout_ms bounds
+ * the waiting of them all.  rc[i] is device i's result (enum
+ * release_result), *out[i] its outcome; each is then settled.
+ */
+static void release_devices(struct session *s, struct device **dev,
+			    unsigned n, uint32_t timeout_ms,
+			    struct lfd_release_outcome **out, int *rc)
+{
+	struct device *held[LFD_MAX_BATCH];
+	enum clear_result c[LFD_MAX_BATCH];
+	unsigned i, k, m = 0, which[LFD_MAX_BATCH];
+	int gone[LFD_MAX_BATCH];
+	uint64_t start, spent;
+	struct lfd_msg err;
+
+	for (i = 0; i < n; i++) {
+		if (loop_release_begin(dev[i], &err) < 0) {
+			rc[i] = RELEASE_STILL_ATTACHED;
+			set_outcome(out[i], &err);
+			settle_release(s, dev[i], rc[i]);
+			continue;
+		}
+		which[m] = i;
+		held[m++] = dev[i];
+	}
+	loop_flush_all(held, m);
+	for (k = 0; k < m; k++) {
+		c[k] = loop_release_clear(held[k], &err);
+		if (c[k] == CLEAR_ERROR) {
+			rc[which[k]] = RELEASE_STILL_ATTACHED;
+			set_outcome(out[which[k]], &err);
+			settle_release(s, held[k], RELEASE_STILL_ATTACHED);
+		}
+	}
+	start = now_ms();
+	for (k = 0; k < m; k++) {
+		gone[k] = c[k] == CLEAR_GONE;
+		if (c[k] != CLEAR_HELD)
+			continue;
+		spent = now_ms() - start;
+		gone[k] = loop_release_wait(held[k], spent >= timeout_ms ? 0 :
+					    timeout_ms - (uint32_t)spent,
+					    &out[which[k]]->waited_ms);
+	}
+	share_image_losses(s, held, m);
+	for (k = 0; k < m; k++) {
+		if (c[k] == CLEAR_ERROR)
+			continue;
+		i = which[k];
+		rc[i] = loop_release_outcome(held[k], gone[k], out[i]->waited_ms, &err);
+		if (rc[i] != RELEASE_DONE)
+			set_outcome(out[i], &err);
+		settle_release(s, held[k], rc[i]);
+	}
+}
+
+/* RELEASE of one device (also the session's end and a failed batch's
+ * undoing): release_devices with one. */
 static int release_one(struct session *s, struct device *d, uint32_t timeout_ms,
 		       uint32_t *waited_ms, struct lfd_msg *err)
 {
-	enum clear_result c;
-	int rc, gone;
+	struct lfd_release_outcome o, *out = &o;
+	int rc;
 
-	*waited_ms = 0;
-	if (loop_release_begin(d, err) < 0) {
-		settle_release(s, d, RELEASE_STILL_ATTACHED);
-		return RELEASE_STILL_ATTACHED;
-	}
-	loop_flush(d);
-	share_image_losses(s, &d, 1);
-	c = loop_release_clear(d, err);
-	if (c == CLEAR_ERROR) {
-		settle_release(s, d, RELEASE_STILL_ATTACHED);
-		return RELEASE_STILL_ATTACHED;
-	}
-	gone = c == CLEAR_GONE;
-	if (c == CLEAR_HELD)
-		gone = loop_release_wait(d, timeout_ms, waited_ms);
-	share_image_losses(s, &d, 1);
-	rc = loop_release_outcome(d, gone, *waited_ms, err);
-	settle_release(s, d, rc);
+	memset(&o, 0, sizeof(o));
+	release_devices(s, &d, 1, timeout_ms, &out, &rc);
+	*waited_ms = o.waited_ms;
+	if (rc != RELEASE_DONE)
+		lfd_make_error(err, 0, o.err, (enum lfd_reason)o.reason, "%s", o.text);
 	return rc;
 }
 
@@ -463,21 +524,6 @@ static long earlier_duplicate(const struct lfd_release_batch_req *b, uint32_t i)
 	return -1;
 }
 
-/* A RELEASE_BATCH entry's outcome: success is all zeroes. */
-static void entry_outcome(struct session *s, struct device *d, int rc,
-			  const struct lfd_msg *err, struct lfd_release_outcome *o)
-{
-	if (rc == RELEASE_DONE) {
-		log_device(s, d, "released: flushed and detached");
-		return;
-	}
-	if (d != NULL)
-		log_device(s, d, err->u.error.text);
-	o->reason = err->u.error.reason;
-	o->err = err->u.error.err;
-	memcpy(o->text, err->u.error.text, sizeof(o->text));
-}
-
 /* Its ids are distinct: nothing is released otherwise. */
 static int check_batch_ids(struct session *s, const struct lfd_msg *req)
 {
@@ -497,30 +543,16 @@ static int check_batch_ids(struct session *s, const struct lfd_msg *req)
 	return 0;
 }
 
-/*
- * Each device released as RELEASE would, whatever happened to the others,
- * in the steps of loop_release (loopdev.c), each step taken for every
- * device before the next: checked and its node taken back; flushed, all at
- * once on threads (flush.c), all joined before the first clear; cleared,
- * one after another (clears are the kernel's CPU work, which threads only
- * slowed: 45 against 39 us a device here), none waiting; only then are
- * the devices others still hold waited for, each wait round with a full
- * flush.  So no device waits, between its flush and its clear, for
- * another's wait: what another opener writes then is made durable by a
- * later round, as in a single RELEASE.  The one timeout bounds the whole
- * request's waiting for other openers.
- */
+/* Each device released as RELEASE would, whatever happened to the others
+ * (release_devices); the one timeout bounds the whole request's waiting. */
 static void do_release_batch(struct session *s, const struct lfd_msg *req)
 {
 	const struct lfd_release_batch_req *b = &req->u.release_batch_req;
-	struct lfd_release_outcome *out;
+	struct lfd_release_outcome *out[LFD_MAX_BATCH];
 	struct device *d, *dev[LFD_MAX_BATCH];
-	enum clear_result c[LFD_MAX_BATCH];
-	uint32_t entry[LFD_MAX_BATCH];
 	struct lfd_msg rep, err;
-	uint64_t start, spent;
 	uint32_t i, n = 0;
-	int rc, gone[LFD_MAX_BATCH];
+	int rc[LFD_MAX_BATCH];
 
 	if (b->timeout_ms > LFD_MAX_TIMEOUT_MS) {
 		send_error(s, req->seq, LFD_R_BAD_OPTION,
@@ -531,51 +563,22 @@ static void do_release_batch(struct session *s, const struct lfd_msg *req)
 		return;
 	reply_init(&rep, req);
 	rep.u.release_batch_rep.count = b->count;
-	out = rep.u.release_batch_rep.out;
 	for (i = 0; i < b->count; i++) {
-		out[i].id = b->id[i];
+		rep.u.release_batch_rep.out[i].id = b->id[i];
 		d = find_device(s, b->id[i]);
 		if (d == NULL) {
 			lfd_make_error(&err, 0, 0, LFD_R_UNKNOWN_DEVICE, "no device "
 				       "with id %u in this session", (unsigned)b->id[i]);
-			entry_outcome(s, NULL, RELEASE_FAILED, &err, &out[i]);
-		} else if (loop_release_begin(d, &err) < 0) {
-			settle_release(s, d, RELEASE_STILL_ATTACHED);
-			entry_outcome(s, d, RELEASE_STILL_ATTACHED, &err, &out[i]);
-		} else {
-			entry[n] = i;
-			dev[n++] = d;
-		}
-	}
-	loop_flush_all(dev, n);
-	share_image_losses(s, dev, n);
-	for (i = 0; i < n; i++) {
-		c[i] = loop_release_clear(dev[i], &err);
-		if (c[i] == CLEAR_ERROR) {
-			settle_release(s, dev[i], RELEASE_STILL_ATTACHED);
-			entry_outcome(s, dev[i], RELEASE_STILL_ATTACHED, &err,
-				      &out[entry[i]]);
-		}
-	}
-	start = now_ms();
-	for (i = 0; i < n; i++) {
-		gone[i] = c[i] == CLEAR_GONE;
-		if (c[i] != CLEAR_HELD)
+			set_outcome(&rep.u.release_batch_rep.out[i], &err);
 			continue;
-		spent = now_ms() - start;
-		gone[i] = loop_release_wait(dev[i], spent >= b->timeout_ms ? 0 :
-					    b->timeout_ms - (uint32_t)spent,
-					    &out[entry[i]].waited_ms);
+		}
+		out[n] = &rep.u.release_batch_rep.out[i];
+		dev[n++] = d;
 	}
-	share_image_losses(s, dev, n);
-	for (i = 0; i < n; i++) {
-		if (c[i] == CLEAR_ERROR)
-			continue;
-		rc = loop_release_outcome(dev[i], gone[i],
-					  out[entry[i]].waited_ms, &err);
-		settle_release(s, dev[i], rc);
-		entry_outcome(s, dev[i], rc, &err, &out[entry[i]]);
-	}
+	release_devices(s, dev, n, b->timeout_ms, out, rc);
+	for (i = 0; i < n; i++)
+		log_device(s, dev[i], rc[i] == RELEASE_DONE ?
+			   "released: flushed and detached" : out[i]->text);
 	send_msg(s, &rep, -1);
 }
 
