@@ -25,10 +25,6 @@ _teardown() {
 	local m d
 	for m in "${_ext4_mounts[@]}"; do umount "$m" 2>/dev/null || umount -l "$m" || true; done
 	for d in "${_ext4_devs[@]}"; do losetup -d "$d" 2>/dev/null || true; done
-	umount "$T/tmpfs" 2>/dev/null || true
-	umount "$T/tmpfs2" 2>/dev/null || true
-	umount "$T/tmpfs3" 2>/dev/null || true
-	umount "$T/tmpfs4" 2>/dev/null || true
 }
 trap 'rc=$?; _teardown; (exit $rc); _cleanup' EXIT
 
@@ -41,6 +37,28 @@ ext4_on() {
 	mkdir "$2"
 	mount ${3:+-o "$3"} "$dev" "$2"
 	_ext4_mounts+=("$2")
+}
+
+# full_fs_image DIR: (a)'s kind of image, DIR/img: 64 MiB, sparse, on a
+# 16 MiB ext4 mounted at DIR.
+full_fs_image() {
+	truncate -s 16M "$1.fs"
+	ext4_on "$1.fs" "$1"
+	truncate -s 64M "$1/img"
+	chown $NOBODY:$NOBODY "$1/img"
+}
+
+# full_disk_image DIR: (b)'s kind of image, DIR/img: 40 MiB, allocated, on
+# a 64 MiB ext4 mounted at DIR whose device's backing file sits on a 24 MiB
+# tmpfs (DIR.tmpfs, unmounted by lib.sh after _teardown).
+full_disk_image() {
+	mkdir "$1.tmpfs"
+	mount -t tmpfs -o size=24m,mode=0755 loopfd-test "$1.tmpfs"
+	remember_mount "$1.tmpfs"
+	truncate -s 64M "$1.tmpfs/fs"
+	ext4_on "$1.tmpfs/fs" "$1" errors=continue
+	fallocate -l 40M "$1/img"
+	chown $NOBODY:$NOBODY "$1/img"
 }
 
 # expect_loss IMAGE MIB WHAT: write MIB through the device, buffered; the
@@ -59,34 +77,19 @@ expect_loss() {
 }
 
 # (a) a 64 MiB sparse image on a 16 MiB ext4.
-truncate -s 16M "$T/a.fs"
-ext4_on "$T/a.fs" "$T/a"
-truncate -s 64M "$T/a/img"
-chown $NOBODY:$NOBODY "$T/a/img"
+full_fs_image "$T/a"
 expect_loss "$T/a/img" 40 "(a) device write-back"
 
 # (b) a 40 MiB allocated image on a 64 MiB ext4 whose device's backing file
 # sits on a 24 MiB tmpfs: ext4 has the room, its disk has not.
-mkdir "$T/tmpfs"
-mount -t tmpfs -o size=24m,mode=0755 loopfd-test "$T/tmpfs"
-truncate -s 64M "$T/tmpfs/b.fs"
-ext4_on "$T/tmpfs/b.fs" "$T/b" errors=continue
-fallocate -l 40M "$T/b/img"
-chown $NOBODY:$NOBODY "$T/b/img"
+full_disk_image "$T/b"
 expect_loss "$T/b/img" 36 "(b) image write-back"
 
 # (c) the two cases of (a) and (b) again, in one run of five images: fd 4 is
 # (a)'s kind of image, fd 6 (b)'s, fds 3, 5 and 7 clean ones written too.
-truncate -s 16M "$T/c.fs"
-ext4_on "$T/c.fs" "$T/c"
-truncate -s 64M "$T/c/img"
-mkdir "$T/tmpfs2"
-mount -t tmpfs -o size=24m,mode=0755 loopfd-test "$T/tmpfs2"
-truncate -s 64M "$T/tmpfs2/d.fs"
-ext4_on "$T/tmpfs2/d.fs" "$T/d" errors=continue
-fallocate -l 40M "$T/d/img"
+full_fs_image "$T/c"
+full_disk_image "$T/d"
 for i in 1 2 3; do mkimage "$T/ok$i.img" 8; done
-chown $NOBODY:$NOBODY "$T/c/img" "$T/d/img"
 set +e
 as_nobody "$LOOPFD" run "$T/ok1.img" "$T/c/img" "$T/ok2.img" "$T/d/img" "$T/ok3.img" -- \
 	sh -c 'for fd in 3 5 7; do eval "echo clean >&$fd" || exit 1; done
@@ -109,12 +112,7 @@ note "(c) one batch: $(grep -c 'NOT all' "$T/err") losses reported, for the two 
 
 # (d) fd 3 (a clean image) is held by a child for 2 s; fd 4 ((b)'s kind) by
 # another, which writes after 0.5 s and closes. COMMAND itself ends at once.
-mkdir "$T/tmpfs3"
-mount -t tmpfs -o size=24m,mode=0755 loopfd-test "$T/tmpfs3"
-truncate -s 64M "$T/tmpfs3/e.fs"
-ext4_on "$T/tmpfs3/e.fs" "$T/e" errors=continue
-fallocate -l 40M "$T/e/img"
-chown $NOBODY:$NOBODY "$T/e/img"
+full_disk_image "$T/e"
 mkimage "$T/held.img" 8
 set +e
 as_nobody "$LOOPFD" run --release-timeout 20 "$T/held.img" "$T/e/img" -- \
@@ -136,13 +134,8 @@ note "(d) a write during another device's wait: $(grep -m1 'NOT all' "$T/err" | 
 # write-back error only the first fsync through any of them sees.  30 MiB
 # written through partition 2 alone: partition 2's release must report the
 # loss (so must its siblings: their data may be in what was lost).
-mkdir "$T/tmpfs4"
-mount -t tmpfs -o size=24m,mode=0755 loopfd-test "$T/tmpfs4"
-truncate -s 64M "$T/tmpfs4/f.fs"
-ext4_on "$T/tmpfs4/f.fs" "$T/f" errors=continue
-fallocate -l 40M "$T/f/img"
+full_disk_image "$T/f"
 printf 'label: gpt\n,8M\n,\n' | sfdisk -q "$T/f/img"
-chown $NOBODY:$NOBODY "$T/f/img"
 set +e
 as_nobody "$LOOPFD" run -v --json --partitions "$T/f/img" -- \
 	sh -c 'head -c $((30 << 20)) /dev/zero | tr "\0" x >&5' 2> "$T/err"
