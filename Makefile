@@ -195,6 +195,7 @@ $(O)/%: %.in $(O)/paths.stamp
 # ---- test programs (built with the same flags; not installed) -------------
 TEST_PROGS := $(O)/tests/seccomp_probe $(O)/tests/hostile_exec $(O)/tests/marker_preload.so \
               $(O)/tests/devctl $(O)/tests/without_syscall $(O)/tests/tinyfuse \
+              $(O)/tests/grabber \
               $(if $(wildcard tests/hostile/rawclient.c),$(O)/tests/rawclient) \
               $(if $(wildcard bench/bench.c),$(O)/tests/bench)
 
@@ -213,6 +214,10 @@ $(O)/tests/devctl: $(O)/tests/sandbox/devctl.o
 	$(CC) $(CFLAGS_ALL) -pie $(LDFLAGS_ALL) $^ -o $@
 
 $(O)/tests/tinyfuse: $(O)/tests/sandbox/tinyfuse.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -pie $(LDFLAGS_ALL) $^ -o $@
+
+$(O)/tests/grabber: $(O)/tests/sandbox/grabber.o
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -pie $(LDFLAGS_ALL) $^ -o $@
 

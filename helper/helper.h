@@ -129,10 +129,25 @@ struct session {
 void serve(struct session *s);
 void session_end(struct session *s);
 
-/* loopdev.c */
-int loop_attach(struct session *s, int backing_fd,
-		const struct lfd_attach_req *req, struct device *d,
-		int *client_fd, struct lfd_msg *err);
+/* loopdev.c: an attachment, in steps (loopdev.c says more; serve.c takes
+ * them) */
+struct attach_job {
+	struct device *d;
+	int backing_fd;			/* the client's, from the request */
+	const struct lfd_attach_req *req;
+	uint32_t flags;			/* req's, READ_ONLY added for a read-only fd */
+	dev_t backing_dev;		/* the backing file, to check the read-back */
+	ino_t backing_ino;
+	int bound;			/* LOOP_CONFIGURE through d->fd succeeded */
+	int bind_rc;			/* loop_bind_all: 0, or -1 with err */
+	struct lfd_msg err;
+};
+int loop_attach_prepare(const struct session *s, struct attach_job *j);
+int loop_attach_bind(struct session *s, struct attach_job *j);
+void loop_reserve_nodes(struct session *s, struct attach_job *j, unsigned n);
+int loop_bind_reserved(struct attach_job *j);
+int loop_attach_finish(struct session *s, struct attach_job *j, int *client_fd);
+void loop_attach_undo(struct attach_job *j);
 enum release_result {
 	RELEASE_DONE = 0,		/* flushed, detached, all data in the file */
 	RELEASE_FAILED = -1,		/* detached, but data was lost */
@@ -152,7 +167,10 @@ int loop_release_wait(struct device *d, uint32_t timeout_ms, uint32_t *waited_ms
 int loop_release_outcome(struct device *d, int gone, uint32_t waited_ms,
 			 struct lfd_msg *err);
 
-/* flush.c: loop_flush of n devices on threads, all joined before it returns */
+/* threads.c: a batch's binds and flushes on threads, all joined before
+ * each returns.  loop_bind_all: the index of the first entry that failed
+ * (its bind_rc -1 and err), or n. */
+unsigned loop_bind_all(struct session *s, struct attach_job *j, unsigned n);
 void loop_flush_all(struct device **dev, unsigned n);
 int loop_detached(const struct device *d);
 

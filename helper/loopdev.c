@@ -26,6 +26,7 @@
 #define ATTACH_BACKOFF_US	50	/* first retry waits up to this, doubling */
 #define RELEASE_POLL_MS		20
 #define PINNED_SCAN		64	/* indices tried past a pinned free node */
+#define RESERVE_SCAN		64	/* indices a batch tries past its size */
 
 #ifndef BLKGETDISKSEQ
 #define BLKGETDISKSEQ		_IOR(0x12, 128, __u64)
@@ -233,7 +234,8 @@ static int node_unbound(int fd)
 	return ioctl(fd, LOOP_GET_STATUS64, &info) < 0 && errno == ENXIO;
 }
 
-enum node_state { NODE_READY, NODE_TAKEN, NODE_ERROR, NODE_USER_OWNED };
+enum node_state { NODE_READY, NODE_TAKEN, NODE_ABSENT, NODE_ERROR,
+		  NODE_USER_OWNED };
 
 static enum node_state check_free_node(int fd, uint32_t n, struct stat *st,
 					struct lfd_msg *err)
@@ -260,8 +262,10 @@ static enum node_state try_free_node(uint32_t n, int ro, int *fd,
 	*fd = open_loop_node(n, ro);
 	if (*fd < 0 && errno == EACCES)
 		return NODE_USER_OWNED;	/* root has no CAP_DAC_OVERRIDE */
-	if (*fd < 0 && (errno == ENOENT || errno == ENXIO))
-		return NODE_TAKEN;	/* removed, or being torn down */
+	if (*fd < 0 && errno == ENOENT)
+		return NODE_ABSENT;	/* never added, or removed */
+	if (*fd < 0 && errno == ENXIO)
+		return NODE_TAKEN;	/* being torn down */
 	if (*fd < 0) {
 		lfd_make_error(err, 0, errno, LFD_R_KERNEL,
 			       "cannot open /dev/loop%u: %s", n, strerror(errno));
@@ -278,7 +282,7 @@ static enum node_state try_free_node(uint32_t n, int ro, int *fd,
 /* Open free device n as an unbound, root-only loop node, recreating a
  * user-owned one once.  0: *fd ready; 1: taken or unusable, try another;
  * 2: pinned (user-owned and held open: LOOP_CTL_REMOVE fails with EBUSY);
- * -1: error in err. */
+ * 3: no such device; -1: error in err. */
 static int open_free_node(const struct session *s, uint32_t n, int ro, int *fd,
 			  struct stat *st, struct lfd_msg *err)
 {
@@ -291,6 +295,8 @@ static int open_free_node(const struct session *s, uint32_t n, int ro, int *fd,
 	}
 	if (state == NODE_ERROR)
 		return -1;
+	if (state == NODE_ABSENT)
+		return 3;
 	return state == NODE_READY ? 0 : 1;
 }
 
@@ -392,7 +398,7 @@ static int binding_ino(uint32_t index, uint64_t *ino)
 }
 
 /* Read back what the kernel made of the attachment, through the held fd. */
-static int read_identity(struct device *d, const struct stat *backing,
+static int read_identity(struct device *d, const struct attach_job *j,
 			 struct lfd_msg *err)
 {
 	struct loop_info64 info;
@@ -402,8 +408,8 @@ static int read_identity(struct device *d, const struct stat *backing,
 	    read_diskseq(d->fd, &seq) < 0 ||
 	    ioctl(d->fd, BLKGETSIZE64, &size) < 0)
 		return refuse(err, LFD_R_KERNEL, errno, "cannot read back the new attachment");
-	if (info.lo_device != (uint64_t)backing->st_dev ||
-	    info.lo_inode != (uint64_t)backing->st_ino) {
+	if (info.lo_device != (uint64_t)j->backing_dev ||
+	    info.lo_inode != (uint64_t)j->backing_ino) {
 		lfd_make_error(err, 0, ESTALE, LFD_R_DEVICE_CHANGED,
 			       "/dev/loop%u changed while it was being attached",
 			       d->ident.index);
@@ -445,6 +451,20 @@ static void collision_backoff(int tries)
 	sleep_us(seed % cap);
 }
 
+/* The node we opened (and made root-only) for this attachment. */
+static void keep_node(struct device *d, int fd, uint32_t idx,
+		      const struct stat *st)
+{
+	d->fd = fd;
+	d->rdev = st->st_rdev;
+	d->node_uid = st->st_uid;
+	d->node_gid = st->st_gid;
+	d->node_mode = st->st_mode & 07777;
+	d->ident.index = idx;
+	d->ident.major = major(st->st_rdev);
+	d->ident.minor = minor(st->st_rdev);
+}
+
 /*
  * Get a free device and bind it, keeping our fd (opened before the bind, so
  * before the client can write) in d->fd.  LOOP_CTL_GET_FREE reserves
@@ -475,15 +495,7 @@ static int bind_free_device(struct session *s, int backing_fd,
 			continue;
 		}
 		if (bind_device(fd, backing_fd, req, flags) == 0) {
-			d->fd = fd;
-			d->rdev = st.st_rdev;
-			d->node_uid = st.st_uid;
-			d->node_gid = st.st_gid;
-			d->node_mode = st.st_mode & 07777;
-			d->ident.index = idx;
-			d->ident.major = major(st.st_rdev);
-			d->ident.minor = minor(st.st_rdev);
-			d->ident.sector_size = req->sector_size ? req->sector_size : 512;
+			keep_node(d, fd, idx, &st);
 			return 0;
 		}
 		e = errno;	/* before close() can change it */
@@ -590,74 +602,184 @@ static void drop_backing_fd(struct device *d)
 	d->backing_fd = -1;
 }
 
-int loop_attach(struct session *s, int backing_fd,
-		const struct lfd_attach_req *req, struct device *d,
-		int *client_fd, struct lfd_msg *err)
+/*
+ * An attachment, in steps, so that a batch can take each step for all its
+ * entries before the next, and bind them on threads (threads.c):
+ * loop_attach_prepare (the backing fd), loop_attach_bind or
+ * loop_reserve_nodes + loop_bind_reserved (a node, LOOP_CONFIGURE, the
+ * read-back), loop_attach_finish (the client's fd, the guard, the grant).
+ * loop_attach_undo takes back whatever a failed attachment did.
+ */
+int loop_attach_prepare(const struct session *s, struct attach_job *j)
 {
+	struct device *d = j->d;
 	struct stat backing;
-	uint32_t flags = req->flags;
 	int ro = 0;
 
+	d->fd = -1;
 	d->backing_fd = -1;
-	if (check_backing(s, backing_fd, req, &ro, &backing, err) < 0)
+	j->bound = 0;
+	j->flags = j->req->flags;
+	if (check_backing(s, j->backing_fd, j->req, &ro, &backing, &j->err) < 0)
 		return -1;
+	j->backing_dev = backing.st_dev;
+	j->backing_ino = backing.st_ino;
 	if (ro)
-		flags |= LFD_ATTACH_READ_ONLY;
+		j->flags |= LFD_ATTACH_READ_ONLY;
 	/* The owner of a node can open it read-write, whatever the device's
 	 * read-only flag: a granted read-only device would hand the caller a
 	 * writable opener by path, with LOOP_SET_STATUS64 (partition scan,
 	 * direct I/O) past the policy. */
-	if ((flags & LFD_ATTACH_GRANT) && (flags & LFD_ATTACH_READ_ONLY))
-		return refuse(err, LFD_R_BAD_OPTION, EINVAL, "--grant is refused "
+	if ((j->flags & LFD_ATTACH_GRANT) && (j->flags & LFD_ATTACH_READ_ONLY))
+		return refuse(&j->err, LFD_R_BAD_OPTION, EINVAL, "--grant is refused "
 			      "on a read-only attachment (the granted node could "
 			      "be opened read-write): write through the fd instead");
-	if (keep_backing_fd(d, backing_fd, err) < 0)
+	return keep_backing_fd(d, j->backing_fd, &j->err);
+}
+
+/* Just bound through d->fd: read back what the kernel made of it and find
+ * its binding.  On failure loop_attach_undo unbinds it. */
+static int identify(struct attach_job *j)
+{
+	struct device *d = j->d;
+
+	j->bound = 1;
+	d->ident.sector_size = j->req->sector_size ? j->req->sector_size : 512;
+	if (read_identity(d, j, &j->err) < 0)
 		return -1;
-	if (bind_free_device(s, backing_fd, req, flags, d, err) < 0) {
-		drop_backing_fd(d);
-		return -1;
-	}
-	if (read_identity(d, &backing, err) < 0)
-		goto undo;
 	/* Our fd keeps the device bound: the directory is our binding's. */
 	if (binding_ino(d->ident.index, &d->binding_ino) < 0) {
-		lfd_make_error(err, 0, errno, LFD_R_KERNEL, "cannot find "
+		lfd_make_error(&j->err, 0, errno, LFD_R_KERNEL, "cannot find "
 			       "/sys/devices/virtual/block/loop%u/loop (%s): "
 			       "without sysfs a release could not tell when the "
 			       "device has detached", d->ident.index,
 			       strerror(errno));
-		goto undo;
+		return -1;
 	}
+	return 0;
+}
+
+/* A free device found by LOOP_CTL_GET_FREE, bound. */
+int loop_attach_bind(struct session *s, struct attach_job *j)
+{
+	if (bind_free_device(s, j->backing_fd, j->req, j->flags, j->d,
+			     &j->err) < 0)
+		return -1;
+	return identify(j);
+}
+
+/* Free node idx, added first if there is none. */
+static int reserve_node(const struct session *s, uint32_t idx, int ro,
+			int *fd, struct stat *st, struct lfd_msg *err)
+{
+	int rc = open_free_node(s, idx, ro, fd, st, err);
+
+	if (rc == 3 && (ioctl(s->ctl_fd, LOOP_CTL_ADD, (unsigned long)idx) == 0 ||
+			errno == EEXIST))
+		rc = open_free_node(s, idx, ro, fd, st, err);
+	return rc;
+}
+
+/*
+ * A different free node for each of a batch's jobs, opened and made
+ * root-only as for loop_attach_bind, so that they can be bound at the same
+ * time: LOOP_CTL_GET_FREE would name the same lowest free index to all of
+ * them until one is bound.  The nodes are the free ones from GET_FREE's
+ * index up, adding missing ones (as GET_FREE adds one when none is free).
+ * Nothing is reserved against other attachers: one that binds a node first
+ * makes our LOOP_CONFIGURE fail with EBUSY (loop_bind_reserved).  Jobs left
+ * without a node (a scan past RESERVE_SCAN indices, an error) are bound
+ * one by one afterwards.
+ */
+void loop_reserve_nodes(struct session *s, struct attach_job *j, unsigned n)
+{
+	struct stat st;
+	uint32_t idx, end;
+	unsigned i = 0;
+	int n0, fd, rc;
+
+	n0 = ioctl(s->ctl_fd, LOOP_CTL_GET_FREE);
+	if (n0 < 0)
+		return;
+	end = (uint32_t)n0 + n + RESERVE_SCAN;
+	for (idx = (uint32_t)n0; i < n && idx < end; idx++) {
+		rc = reserve_node(s, idx, (j[i].flags & LFD_ATTACH_READ_ONLY) != 0,
+				  &fd, &st, &j[i].err);
+		if (rc < 0)
+			return;
+		if (rc == 0)
+			keep_node(j[i++].d, fd, idx, &st);
+	}
+}
+
+/*
+ * Bind the node loop_reserve_nodes kept for this job; safe on threads (no
+ * fd is opened: threads.c).  0: bound; 1: another attacher bound the node
+ * first, or there was none, so bind with loop_attach_bind; -1: error.
+ */
+int loop_bind_reserved(struct attach_job *j)
+{
+	struct device *d = j->d;
+	int e;
+
+	if (d->fd < 0)
+		return 1;
+	if (bind_device(d->fd, j->backing_fd, j->req, j->flags) == 0)
+		return identify(j);
+	e = errno;	/* before close() can change it */
+	close(d->fd);
+	d->fd = -1;
+	if (e == EBUSY || e == EAGAIN)
+		return 1;
+	lfd_make_error(&j->err, 0, e, e == EINVAL ? LFD_R_BAD_OPTION : LFD_R_KERNEL,
+		       "LOOP_CONFIGURE on /dev/loop%u failed: %s",
+		       d->ident.index, strerror(e));
+	return -1;
+}
+
+/* The client's fd, then the guard, then the grant. */
+int loop_attach_finish(struct session *s, struct attach_job *j, int *client_fd)
+{
+	struct device *d = j->d;
+
 	/* The client's fd before the grant: once the node is the caller's,
 	 * root without CAP_DAC_OVERRIDE can no longer open it. */
-	*client_fd = open_client_fd(d, err);
+	*client_fd = open_client_fd(d, &j->err);
 	if (*client_fd < 0)
-		goto undo;
+		return -1;
 	/* The guard hears of the device before the node is the caller's:
 	 * whatever ends this process from here, the node is given back and
 	 * the slots stay held until the device is gone. */
-	if (guard_note_attached(s, d, (flags & LFD_ATTACH_GRANT) != 0) < 0) {
-		lfd_make_error(err, 0, errno, LFD_R_KERNEL, "the session's guard "
-			       "is gone (%s): not attaching", strerror(errno));
+	if (guard_note_attached(s, d, (j->flags & LFD_ATTACH_GRANT) != 0) < 0) {
+		lfd_make_error(&j->err, 0, errno, LFD_R_KERNEL, "the session's "
+			       "guard is gone (%s): not attaching", strerror(errno));
 		close(*client_fd);
-		goto undo;
+		return -1;
 	}
-	if ((flags & LFD_ATTACH_GRANT) && grant_node(s, d, err) < 0) {
+	if ((j->flags & LFD_ATTACH_GRANT) && grant_node(s, d, &j->err) < 0) {
 		close(*client_fd);
 		guard_note_gone(s, d);
-		goto undo;
+		return -1;
 	}
 	if (d->granted)
 		d->ident.flags |= LFD_ATTACH_GRANT;
 	return 0;
-undo:
-	/* Nobody but us has this device yet: no data to flush. */
+}
+
+/* A failed attachment, before the client had the device: nobody but us has
+ * used it, so there is no data to flush.  Only a node we bound is cleared. */
+void loop_attach_undo(struct attach_job *j)
+{
+	struct device *d = j->d;
+
 	restore_node(d);
-	ioctl(d->fd, LOOP_CLR_FD, 0);
-	close(d->fd);
+	if (j->bound)
+		ioctl(d->fd, LOOP_CLR_FD, 0);
+	if (d->fd >= 0)
+		close(d->fd);
 	d->fd = -1;
+	j->bound = 0;
 	drop_backing_fd(d);
-	return -1;
 }
 
 /* ---- release ---------------------------------------------------------------- */
@@ -897,7 +1019,7 @@ static enum dev_state release_round(struct device *d, int round)
  * a device write-back error is the only reliable news of lost data, and
  * each open file description sees it once.  BLKFLSBUF then drops the clean
  * cache (its own result proves nothing).  Touches nothing but d: the
- * flushes of a batch run on threads of their own (flush.c).
+ * flushes of a batch run on threads of their own (threads.c).
  */
 void loop_flush(struct device *d)
 {

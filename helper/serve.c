@@ -205,63 +205,96 @@ static void log_device(const struct session *s, const struct device *d,
 	       (unsigned long long)d->ident.backing_ino, outcome);
 }
 
+/* An attachment that failed before the client had it: unbound, its slots
+ * given back. */
+static void drop_entry(struct session *s, struct attach_job *j)
+{
+	loop_attach_undo(j);
+	put_slots(s, j->d);
+	j->d->in_use = 0;
+	j->d = NULL;
+}
+
 /*
- * One attachment, the same for ATTACH and each ATTACH_BATCH entry: flags,
- * policy, the session's cap, the quota slots, then loop_attach (which tells
- * the guard of the device before any grant).  NULL with the refusal in err.
+ * An attachment's first step, the same for ATTACH and each ATTACH_BATCH
+ * entry: flags, policy, the session's cap, the quota slots, the backing fd
+ * (loop_attach_prepare).  The device is in use from here; drop_entry gives
+ * it back.  -1 with the refusal in j->err.
  */
-static struct device *attach_entry(struct session *s, int backing_fd,
-				   const struct lfd_attach_req *a,
-				   int *client_fd, struct lfd_msg *err)
+static int prepare_entry(struct session *s, int backing_fd,
+			 const struct lfd_attach_req *a, struct attach_job *j)
 {
 	struct device *d;
 	const char *why;
 
+	j->d = NULL;
+	j->backing_fd = backing_fd;
+	j->req = a;
 	if (a->flags & ~LFD_ATTACH_REQ_MASK) {
-		lfd_make_error(err, 0, 0, LFD_R_BAD_OPTION, "unknown attach flags");
-		return NULL;
+		lfd_make_error(&j->err, 0, 0, LFD_R_BAD_OPTION, "unknown attach flags");
+		return -1;
 	}
 	why = forbidden_option(&s->policy, a->flags);
 	if (why) {
-		lfd_make_error(err, 0, 0, LFD_R_FORBIDDEN_OPTION, "%s", why);
-		return NULL;
+		lfd_make_error(&j->err, 0, 0, LFD_R_FORBIDDEN_OPTION, "%s", why);
+		return -1;
 	}
 	d = free_device_slot(s);
 	if (d == NULL) {
-		lfd_make_error(err, 0, 0, LFD_R_QUOTA_SESSION,
+		lfd_make_error(&j->err, 0, 0, LFD_R_QUOTA_SESSION,
 			       "this session holds as many devices as it may");
-		return NULL;
+		return -1;
 	}
 	memset(d, 0, sizeof(*d));
 	d->fd = -1;
-	if (take_slots(s, d, err) < 0)
-		return NULL;
-	if (loop_attach(s, backing_fd, a, d, client_fd, err) < 0) {
-		put_slots(s, d);
-		return NULL;
-	}
+	d->backing_fd = -1;
+	if (take_slots(s, d, &j->err) < 0)
+		return -1;
 	d->in_use = 1;
+	j->d = d;
+	if (loop_attach_prepare(s, j) < 0) {
+		drop_entry(s, j);
+		return -1;
+	}
+	return 0;
+}
+
+/* The last step: the client's fd, the guard, the grant (loop_attach_finish). */
+static int finish_entry(struct session *s, struct attach_job *j, int *client_fd)
+{
+	struct device *d = j->d;
+
+	if (loop_attach_finish(s, j, client_fd) < 0) {
+		drop_entry(s, j);
+		return -1;
+	}
 	d->ident.id = ++s->next_id;
 	log_device(s, d, d->granted ? "attached, node granted" : "attached");
-	return d;
+	return 0;
 }
 
 static void do_attach(struct session *s, const struct request *r)
 {
+	struct attach_job j;
 	struct lfd_msg rep;
-	struct device *d;
 	int client_fd = -1;
 
-	d = attach_entry(s, r->fds[0], &r->msg.u.attach_req, &client_fd, &rep);
-	if (d == NULL) {
-		rep.seq = r->msg.seq;
-		send_msg(s, &rep, -1);
-		return;
+	if (prepare_entry(s, r->fds[0], &r->msg.u.attach_req, &j) < 0)
+		goto refused;
+	if (loop_attach_bind(s, &j) < 0) {
+		drop_entry(s, &j);
+		goto refused;
 	}
+	if (finish_entry(s, &j, &client_fd) < 0)
+		goto refused;
 	reply_init(&rep, &r->msg);
-	rep.u.attach_rep = d->ident;
+	rep.u.attach_rep = j.d->ident;
 	send_msg(s, &rep, client_fd);
 	close(client_fd);
+	return;
+refused:
+	j.err.seq = r->msg.seq;
+	send_msg(s, &j.err, -1);
 }
 
 static void forget_device(struct session *s, struct device *d)
@@ -326,7 +359,7 @@ static void set_outcome(struct lfd_release_outcome *o, const struct lfd_msg *err
  * Release n devices as RELEASE would each, whatever happens to the others,
  * in the steps of loopdev.c, each step taken for every device before the
  * next: checked and its node taken back; flushed, all at once on threads
- * (flush.c), all joined before the first clear; cleared, one after another
+ * (threads.c), all joined before the first clear; cleared, one after another
  * (clears are the kernel's CPU work, which threads only slowed: 45 against
  * 39 us a device here), none waiting; only then are the devices others
  * still hold waited for, each wait round with a full flush.  So no device
@@ -460,57 +493,81 @@ static void do_release(struct session *s, const struct lfd_msg *req)
 }
 
 /*
- * A batch attach that failed at entry k: the devices of entries 0 .. k-1
- * were never shown to the client (no reply, no fd), so they are released
- * here, the same way as RELEASE with no wait, before the error reply.  One
- * the caller opened by path meanwhile (a granted node) stays, released
- * busy: counted against the limits until it detaches, as after RELEASE.
+ * A batch attach that failed at entry k.  The devices of entries 0 .. k-1
+ * were finished but never shown to the client (no reply, no fd): they are
+ * released here, the same way as RELEASE with no wait, before the error
+ * reply.  One the caller opened by path meanwhile (a granted node) stays,
+ * released busy: counted against the limits until it detaches, as after
+ * RELEASE.  Entries k .. n-1 never reached the client's hands and are
+ * dropped (those bound are unbound).
  */
-static void undo_batch(struct session *s, struct device **got,
-		       const int *client_fds, uint32_t k)
+static void undo_batch(struct session *s, struct attach_job *j,
+		       const int *client_fds, uint32_t k, uint32_t n)
 {
 	struct lfd_msg err;
 	uint32_t i, waited;
 
 	for (i = 0; i < k; i++) {
 		close(client_fds[i]);	/* ours: it would keep the device busy */
-		if (release_one(s, got[i], 0, &waited, &err) == RELEASE_DONE)
-			log_device(s, got[i], "batch attach failed: released");
+		if (release_one(s, j[i].d, 0, &waited, &err) == RELEASE_DONE)
+			log_device(s, j[i].d, "batch attach failed: released");
 		else
-			log_device(s, got[i], err.u.error.text);
+			log_device(s, j[i].d, err.u.error.text);
 	}
+	for (; i < n; i++)
+		if (j[i].d != NULL)
+			drop_entry(s, &j[i]);
 }
 
-/* All or nothing: every entry attached and all the fds in one reply, or
- * nothing left attached and an error that names the entry ("entry K: "). */
+static void batch_refused(struct session *s, const struct request *r,
+			  const struct attach_job *j, uint32_t k)
+{
+	struct lfd_msg rep;
+
+	lfd_make_error(&rep, r->msg.seq, j[k].err.u.error.err,
+		       (enum lfd_reason)j[k].err.u.error.reason,
+		       "entry %u: %s", (unsigned)k, j[k].err.u.error.text);
+	send_msg(s, &rep, -1);
+}
+
+/*
+ * All or nothing: every entry attached and all the fds in one reply, or
+ * nothing left attached and an error that names the entry ("entry K: ").
+ * Each step is taken for all the entries before the next, so that the
+ * binds can run on threads (threads.c).
+ */
 static void do_attach_batch(struct session *s, const struct request *r)
 {
+	/* Not on the stack: each job holds a whole message for its error,
+	 * 16 KiB, and a 1 MiB frame is 256 stack-clash probes (page faults). */
+	static struct attach_job j[LFD_MAX_BATCH];
 	const struct lfd_attach_batch_req *b = &r->msg.u.attach_batch_req;
-	struct device *got[LFD_MAX_BATCH] = { NULL };
 	int client_fds[LFD_MAX_BATCH];
-	char text[LFD_MSG_TEXT];
 	struct lfd_msg rep;
-	uint32_t i;
+	uint32_t i, n = b->count, finished = 0;
 
-	for (i = 0; i < b->count; i++) {
-		got[i] = attach_entry(s, r->fds[i], &b->e[i], &client_fds[i], &rep);
-		if (got[i] == NULL) {
-			undo_batch(s, got, client_fds, i);
-			memcpy(text, rep.u.error.text, sizeof(text));
-			lfd_make_error(&rep, r->msg.seq, rep.u.error.err,
-				       (enum lfd_reason)rep.u.error.reason,
-				       "entry %u: %s", (unsigned)i, text);
-			send_msg(s, &rep, -1);
-			return;
-		}
-	}
+	for (i = 0; i < n; i++)
+		j[i].d = NULL;
+	for (i = 0; i < n; i++)
+		if (prepare_entry(s, r->fds[i], &b->e[i], &j[i]) < 0)
+			goto refused;
+	i = loop_bind_all(s, j, n);
+	if (i < n)
+		goto refused;
+	for (i = 0; i < n; i++, finished++)
+		if (finish_entry(s, &j[i], &client_fds[i]) < 0)
+			goto refused;
 	reply_init(&rep, &r->msg);
-	rep.u.attach_batch_rep.count = b->count;
-	for (i = 0; i < b->count; i++)
-		rep.u.attach_batch_rep.dev[i] = got[i]->ident;
-	send_msg_fds(s, &rep, client_fds, (int)b->count);
-	for (i = 0; i < b->count; i++)
+	rep.u.attach_batch_rep.count = n;
+	for (i = 0; i < n; i++)
+		rep.u.attach_batch_rep.dev[i] = j[i].d->ident;
+	send_msg_fds(s, &rep, client_fds, (int)n);
+	for (i = 0; i < n; i++)
 		close(client_fds[i]);
+	return;
+refused:
+	undo_batch(s, j, client_fds, finished, n);
+	batch_refused(s, r, j, i);
 }
 
 /* The index of an earlier entry with the same id as entry i, or -1. */

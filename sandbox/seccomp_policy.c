@@ -259,7 +259,7 @@ static const struct sb_stage serve_stage = {
 	.open = SB_OPEN_RDWR,
 	/* The teardown filter is loaded from inside this one. */
 	.allow_stacking = 1,
-	/* A batch release flushes on threads (helper/flush.c). */
+	/* A batch binds and flushes on threads (helper/threads.c). */
 	.allow_threads = 1,
 };
 
@@ -429,7 +429,7 @@ allow_fork(scmp_filter_ctx ctx)
 
 /*
  * Threads, as glibc 2.36's pthread_create and pthread_join make them
- * (helper/flush.c), and nothing more:
+ * (helper/threads.c), and nothing more:
  *  - clone with exactly pthread_create's flags: no new namespaces, no
  *    CLONE_PARENT or ptrace flags, no process other than a thread;
  *  - clone3 answered ENOSYS: seccomp cannot read its flags (they are in

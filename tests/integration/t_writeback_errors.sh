@@ -9,7 +9,7 @@
 #      image's write-back to the disk fails (the ext4 sits on a device whose
 #      backing tmpfs fills up); only fsync of the backing file sees it.
 # Each release must be reported as data loss.  (c) Both at once, between clean
-# images, in one batch release: its flushes run on threads (helper/flush.c),
+# images, in one batch release: its flushes run on threads (helper/threads.c),
 # and each loss must still be reported for its own image, and only there.
 # (d) In one batch, another opener writes (b)'s kind of image while the
 # release waits for a busy device before it: the write's loss must be
