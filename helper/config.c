@@ -11,6 +11,7 @@
  *   allow-partscan yes|no
  *   allow-direct-io yes|no
  *   allow-block-devices yes|no    block devices as backing (not loop devices)
+ *   allow-fuse-backing yes|no     backing files on FUSE
  *
  * Without allow-users and allow-groups lines anyone who can run or reach
  * the helper is served.  Anything the parser does not understand makes the
@@ -41,6 +42,7 @@ void policy_defaults(struct policy *p)
 	p->allow_partscan = 1;
 	p->allow_direct_io = 1;
 	p->allow_block_devices = 0;
+	p->allow_fuse_backing = 0;
 }
 
 struct parser {
@@ -174,7 +176,7 @@ static int parse_limit(struct parser *ps, const char *key, char **args,
 
 enum keyword {
 	KW_USERS, KW_GROUPS, KW_PER_USER, KW_TOTAL, KW_GRANT, KW_PARTSCAN,
-	KW_DIRECT_IO, KW_BLOCK_DEVICES, KW_COUNT
+	KW_DIRECT_IO, KW_BLOCK_DEVICES, KW_FUSE, KW_COUNT
 };
 
 static const char *const keywords[KW_COUNT] = {
@@ -186,6 +188,7 @@ static const char *const keywords[KW_COUNT] = {
 	[KW_PARTSCAN] = "allow-partscan",
 	[KW_DIRECT_IO] = "allow-direct-io",
 	[KW_BLOCK_DEVICES] = "allow-block-devices",
+	[KW_FUSE] = "allow-fuse-backing",
 };
 
 static int parse_directive(struct parser *ps, char **words, int nwords,
@@ -226,9 +229,12 @@ static int parse_directive(struct parser *ps, char **words, int nwords,
 		return parse_bool(ps, words[0], args, nargs, &p->allow_partscan);
 	case KW_DIRECT_IO:
 		return parse_bool(ps, words[0], args, nargs, &p->allow_direct_io);
-	default:
+	case KW_BLOCK_DEVICES:
 		return parse_bool(ps, words[0], args, nargs,
 				  &p->allow_block_devices);
+	default:
+		return parse_bool(ps, words[0], args, nargs,
+				  &p->allow_fuse_backing);
 	}
 }
 

@@ -35,6 +35,7 @@ struct policy {
 	int allow_partscan;		/* default yes */
 	int allow_direct_io;		/* default yes */
 	int allow_block_devices;	/* default no */
+	int allow_fuse_backing;		/* default no */
 };
 
 void policy_defaults(struct policy *p);

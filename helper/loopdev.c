@@ -147,6 +147,16 @@ static int check_backing(const struct session *s, int fd,
 	if (pseudo_fs((unsigned long)sfs.f_type))
 		return refuse(err, LFD_R_BACKING_FS, 0, "backing file is on "
 			      "a kernel pseudo filesystem (proc, sysfs, ...)");
+	/* LOOP_CONFIGURE fsyncs the backing file holding the device's lock
+	 * while it still looks free, so a FUSE server (any user can run one)
+	 * that never answers that fsync stalls every attacher on the machine
+	 * that LOOP_CTL_GET_FREE sends to that device (KERNEL-FACTS.md). */
+	if ((unsigned long)sfs.f_type == FUSE_SUPER_MAGIC &&
+	    !s->policy.allow_fuse_backing)
+		return refuse(err, LFD_R_BACKING_FS, 0, "backing file is on FUSE, "
+			      "which the policy does not allow (allow-fuse-backing: "
+			      "a FUSE server that stalls the bind's fsync would "
+			      "stall every loop attach on the machine)");
 	return check_geometry(req, st, (uint64_t)st->st_size, err);
 }
 
@@ -226,12 +236,52 @@ static int recreate_node(const struct session *s, uint32_t index)
 	return 0;
 }
 
-/* LOOP_CTL_GET_FREE reserves nothing: only touch a node that is unbound. */
-static int node_unbound(int fd)
+/*
+ * The binding itself, told apart from the device: its sysfs directory
+ * (/sys/devices/virtual/block/loopN/loop, by the shortest path: no
+ * symlink) is made at the bind and removed at the
+ * unbind, and a new bind makes a new one, with another inode number
+ * (kernfs ids are not reused); LOOP_CHANGE_FD keeps it (KERNEL-FACTS.md).
+ * Neither the disk sequence number (LOOP_CHANGE_FD changes it while the
+ * device stays bound) nor LOOP_GET_STATUS64 (it returns the backing file's
+ * getattr error, which a FUSE image chooses: ENXIO passes for "unbound")
+ * can say whether our binding is gone.  0 with *ino, or -1 with errno
+ * (ENOENT: no binding).
+ */
+static int binding_ino(uint32_t index, uint64_t *ino)
 {
-	struct loop_info64 info;
+	char path[64];
+	struct stat st;
 
-	return ioctl(fd, LOOP_GET_STATUS64, &info) < 0 && errno == ENXIO;
+	snprintf(path, sizeof(path), "/sys/devices/virtual/block/loop%u/loop",
+		 index);
+	if (stat(path, &st) < 0)
+		return -1;
+	*ino = (uint64_t)st.st_ino;
+	return 0;
+}
+
+/*
+ * Whether device n has a binding now: 1, 0, or -1 with errno.  Only touch
+ * a node that has none (LOOP_CTL_GET_FREE reserves nothing).  Asked of
+ * sysfs alone, never of the device: LOOP_GET_STATUS64 on a bound device
+ * stats its backing file, which a stalled FUSE or NFS server never answers
+ * (the caller would hang in it), and which a FUSE server can fail with
+ * ENXIO, the answer of an unbound device.  No "loop" directory means no
+ * binding only if the device's own directory is there (sysfs mounted).
+ */
+static int has_binding(uint32_t n)
+{
+	char path[64];
+	struct stat st;
+	uint64_t ino;
+
+	if (binding_ino(n, &ino) == 0)
+		return 1;
+	if (errno != ENOENT)
+		return -1;
+	snprintf(path, sizeof(path), "/sys/devices/virtual/block/loop%u", n);
+	return stat(path, &st) == 0 ? 0 : -1;
 }
 
 enum node_state { NODE_READY, NODE_TAKEN, NODE_ABSENT, NODE_ERROR,
@@ -240,9 +290,18 @@ enum node_state { NODE_READY, NODE_TAKEN, NODE_ABSENT, NODE_ERROR,
 static enum node_state check_free_node(int fd, uint32_t n, struct stat *st,
 					struct lfd_msg *err)
 {
+	int bound;
+
 	if (verify_loop_node(fd, n, st, err) < 0)
 		return NODE_ERROR;
-	if (!node_unbound(fd))
+	bound = has_binding(n);
+	if (bound < 0) {
+		lfd_make_error(err, 0, errno, LFD_R_KERNEL, "cannot tell whether "
+			       "/dev/loop%u is bound: /sys/devices/virtual/block/"
+			       "loop%u: %s", n, n, strerror(errno));
+		return NODE_ERROR;
+	}
+	if (bound)
 		return NODE_TAKEN;
 	if (st->st_uid != 0)
 		return NODE_USER_OWNED;
@@ -370,31 +429,6 @@ static int read_diskseq(int fd, uint64_t *seq)
 {
 	*seq = 0;
 	return ioctl(fd, BLKGETDISKSEQ, seq);
-}
-
-/*
- * The binding itself, told apart from the device: its sysfs directory
- * (/sys/devices/virtual/block/loopN/loop, by the shortest path: no
- * symlink) is made at the bind and removed at the
- * unbind, and a new bind makes a new one, with another inode number
- * (kernfs ids are not reused); LOOP_CHANGE_FD keeps it (KERNEL-FACTS.md).
- * Neither the disk sequence number (LOOP_CHANGE_FD changes it while the
- * device stays bound) nor LOOP_GET_STATUS64 (it returns the backing file's
- * getattr error, which a FUSE image chooses: ENXIO passes for "unbound")
- * can say whether our binding is gone.  0 with *ino, or -1 with errno
- * (ENOENT: no binding).
- */
-static int binding_ino(uint32_t index, uint64_t *ino)
-{
-	char path[64];
-	struct stat st;
-
-	snprintf(path, sizeof(path), "/sys/devices/virtual/block/loop%u/loop",
-		 index);
-	if (stat(path, &st) < 0)
-		return -1;
-	*ino = (uint64_t)st.st_ino;
-	return 0;
 }
 
 /* Read back what the kernel made of the attachment, through the held fd. */
@@ -668,11 +702,17 @@ int loop_attach_bind(struct session *s, struct attach_job *j)
 	return identify(j);
 }
 
-/* Free node idx, added first if there is none. */
+/* Free node idx, added first if there is none.  A bound one is not even
+ * opened: holding someone's device open could make their release find it
+ * busy, or their detach happen in our close. */
 static int reserve_node(const struct session *s, uint32_t idx, int ro,
 			int *fd, struct stat *st, struct lfd_msg *err)
 {
-	int rc = open_free_node(s, idx, ro, fd, st, err);
+	int rc;
+
+	if (has_binding(idx) == 1)
+		return 1;
+	rc = open_free_node(s, idx, ro, fd, st, err);
 
 	if (rc == 3 && (ioctl(s->ctl_fd, LOOP_CTL_ADD, (unsigned long)idx) == 0 ||
 			errno == EEXIST))

@@ -70,7 +70,7 @@ enum lfd_reason {
 	LFD_R_BAD_OPTION = 10,		/* EINVAL: offset, sizelimit, sector size */
 	LFD_R_BACKING_KIND = 11,	/* EINVAL: not a regular file (or allowed bdev) */
 	LFD_R_BACKING_ACCESS = 12,	/* EBADF: O_PATH, O_WRONLY, O_APPEND */
-	LFD_R_BACKING_FS = 13,		/* EINVAL: proc/sysfs-like filesystem */
+	LFD_R_BACKING_FS = 13,		/* EINVAL: proc/sysfs-like filesystem, FUSE */
 	LFD_R_BACKING_LOOP = 14,	/* EINVAL: loop device or loop-control */
 	LFD_R_QUOTA_USER = 15,		/* EDQUOT: per-user device limit */
 	LFD_R_QUOTA_GLOBAL = 16,	/* EAGAIN: system-wide device limit */

@@ -480,7 +480,7 @@ static const struct {
 	[LFD_R_BAD_OPTION]	 = { EINVAL, "invalid option" },
 	[LFD_R_BACKING_KIND]	 = { EINVAL, "backing file of wrong kind" },
 	[LFD_R_BACKING_ACCESS]	 = { EBADF, "backing fd opened wrongly" },
-	[LFD_R_BACKING_FS]	 = { EINVAL, "backing file on a pseudo filesystem" },
+	[LFD_R_BACKING_FS]	 = { EINVAL, "backing file on a pseudo filesystem or on FUSE" },
 	[LFD_R_BACKING_LOOP]	 = { EINVAL, "backing fd is a loop device" },
 	[LFD_R_QUOTA_USER]	 = { EDQUOT, "per-user device limit reached" },
 	[LFD_R_QUOTA_GLOBAL]	 = { EAGAIN, "system-wide device limit reached" },

@@ -140,7 +140,7 @@ class BackingAccessError(HelperError):
 
 
 class BackingFsError(HelperError):
-    """The backing file is on a kernel pseudo filesystem."""
+    """The backing file is on a kernel pseudo filesystem, or on FUSE where the policy does not allow it."""
 
     reason = Reason.BACKING_FS
     default_errno = _errno.EINVAL

@@ -7,22 +7,25 @@
 # (max-devices-per-user 1: a second device is refused) until it really
 # detaches.  tinyfuse (tests/sandbox/tinyfuse.c) serves the image and arms
 # the failure at the first fsync of the image after $T/arm appears: the
-# release's own fsync, after its identity check.
+# release's own fsync, after its identity check.  FUSE images need
+# allow-fuse-backing (the default policy refuses them: checked first).
 . "$(dirname "$0")/../lib.sh"
 
 TINYFUSE=$BUILD/tests/tinyfuse
 mnt=$T/mnt
 fimg=$mnt/img
 _fuse_pid=
+_placeholder=
 
 # Before lib.sh's cleanup, and in this order: the holder (its device
 # detaches at its last close), any device still backed by our image (by
 # name: once unmounted, lib.sh could not find it), the mount, the server.
 _fuse_teardown() {
 	local p line dev
-	rm -f "$T/arm"
-	touch "$T/go"
+	rm -f "$T/arm" "$T/stall"
+	touch "$T/go" "$T/go2"
 	[ ! -s "$T/bgpid" ] || kill -KILL "$(cat "$T/bgpid")" 2>/dev/null || true
+	[ -z "$_placeholder" ] || losetup -d "$_placeholder" 2>/dev/null || true
 	for _ in $(seq 50); do
 		grep -qF "($fimg)" <<<"$(losetup -a 2>/dev/null)" || break
 		sleep 0.1
@@ -50,13 +53,23 @@ if [ ! -c /dev/fuse ]; then
 	exit 0
 fi
 mkdir "$mnt"
-"$TINYFUSE" "$mnt" "$T/arm" & _fuse_pid=$!
+"$TINYFUSE" "$mnt" "$T/arm" "$T/stall" & _fuse_pid=$!
 wait_until 5 test -e "$fimg" || fail "tinyfuse did not come up on $mnt"
 [ "$(stat -c '%s %u %a' "$fimg")" = "8388608 $NOBODY 600" ] ||
 	fail "tinyfuse image: $(stat -c '%s %u %a' "$fimg")"
 mkimage "$T/img2" 4
 
-write_config "max-devices-per-user 1"
+# The default policy refuses a backing file on FUSE, naming the policy key.
+write_config ""
+if as_nobody "$LOOPFD" run "$fimg" -- true 2> "$T/deny"; then
+	fail "a FUSE image attached under the default policy"
+fi
+grep -q "^loopfd: $fimg: backing file is on FUSE, which the policy does not allow (allow-fuse-backing" \
+	"$T/deny" || fail "the FUSE refusal does not say why: $(cat "$T/deny")"
+note "the default policy refuses a FUSE image: $(cat "$T/deny")"
+
+write_config "max-devices-per-user 1
+allow-fuse-backing yes"
 
 # COMMAND: a holder keeps a copy of fd 3 (at most 8 s, or until $T/go), then
 # clears AUTOCLEAR through it and exits; the GETATTR failure is armed for the
@@ -128,7 +141,8 @@ note "$seen; detached once its holder exited, slot freed then"
 # still open (a session's end would release them anyway), by the images'
 # devices in sysfs and by attaching 8 of the images (the per-user limit is
 # 9) in the same session.
-write_config "max-devices-per-user 9"
+write_config "max-devices-per-user 9
+allow-fuse-backing yes"
 make -s -C "$(pwd)" install-python PREFIX="$PREFIX" PYTHON=/usr/bin/python3 \
 	PYTHONDIR="$T/site" > /dev/null || fail "make install-python"
 batch=()
@@ -173,3 +187,33 @@ rm -f "$T/arm"
 grep -qx ok "$T/py.out" || fail "python: $(cat "$T/py.out")"
 for f in "${batch[@]}"; do assert_no_device_for "$f"; done
 note "a batch failing at entry 5 in the threaded bind left nothing bound and every slot free, session still open"
+
+# A device bound to a file that never answers GETATTR (a stalled FUSE or NFS
+# server) must not stall anyone else's attach.  The FUSE image is bound (its
+# COMMAND sleeps) just above a free index, which a device of ours held while
+# it was attached; with tinyfuse holding every GETATTR of the image, a batch
+# of 8 reserves free nodes from GET_FREE's index up, past the FUSE device.
+# Whether that one is bound is asked of sysfs, never of the device with
+# LOOP_GET_STATUS64, which waits for the image's GETATTR: the batch hung
+# there before.
+mkimage "$T/ph.img" 1
+_placeholder=$(losetup -f --show "$T/ph.img")
+as_nobody "$LOOPFD" run "$fimg" -- sh -c 'touch "$1/held"
+	while [ ! -e "$1/go2" ]; do sleep 0.05; done' sh "$T" 2> "$T/herr" &
+holder=$!
+remember_pid $holder
+wait_until 10 test -e "$T/held" || fail "the FUSE image's holder did not start: $(cat "$T/herr")"
+losetup -d "$_placeholder"
+_placeholder=
+touch "$T/stall"
+set +e
+timeout 20 setpriv --reuid=$NOBODY --regid=$NOBODY --clear-groups \
+	"$LOOPFD" run "$T"/b[0-7] -- true 2> "$T/serr"
+rc=$?
+set -e
+rm -f "$T/stall"
+touch "$T/go2"
+wait $holder || fail "the FUSE image's holder failed: $(cat "$T/herr")"
+[ $rc = 0 ] || fail "a batch beside a device whose image stalls GETATTR: exit $rc (124: hung): $(cat "$T/serr")"
+for f in "$T"/b[0-7] "$fimg" "$T/ph.img"; do assert_no_device_for "$f"; done
+note "a batch attached beside a bound device whose image never answers GETATTR"

@@ -1,7 +1,7 @@
 /*
  * tinyfuse: a FUSE server whose backing file can fail GETATTR at will.
  *
- *   tinyfuse MOUNTPOINT ARMFILE        (as root; runs until unmounted)
+ *   tinyfuse MOUNTPOINT ARMFILE [STALLFILE]   (as root; runs until unmounted)
  *
  * Mounts itself on MOUNTPOINT (mount(2), no libfuse, no fusermount) and
  * serves a root directory holding one regular file, "img": IMG_SIZE bytes
@@ -17,11 +17,17 @@
  * durable (fsync of its fd to img); arming at that fsync lets the identity
  * check pass and fails every status query after it.
  *
+ * The other knob: while STALLFILE exists, a GETATTR or FSYNC of img gets no
+ * answer (a stalled FUSE or NFS server); the requests held are answered
+ * once it is removed, so that nobody else's `losetup -a` stays hung after a
+ * test.
+ *
  * One thread, one request at a time: nothing here may touch the mount.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fuse.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -45,6 +51,12 @@ static unsigned char img[IMG_SIZE];
 static unsigned char buf[MAX_WRITE + 4096];
 static const char *arm_path;
 static int armed;
+static const char *stall_path;
+static struct {
+	uint64_t unique;
+	uint32_t opcode;
+} held[64];			/* requests about img not answered yet */
+static unsigned nheld;
 static int fuse_fd = -1;
 
 static int arm_file_exists(void)
@@ -151,7 +163,12 @@ static void do_lookup(uint64_t unique, uint64_t parent, const char *name)
 	reply(unique, 0, &out, sizeof(out));
 }
 
-static void do_getattr(uint64_t unique, uint64_t id)
+static int stalled(void)
+{
+	return stall_path != NULL && access(stall_path, F_OK) == 0;
+}
+
+static void answer_getattr(uint64_t unique, uint64_t id)
 {
 	struct fuse_attr_out out;
 
@@ -165,6 +182,48 @@ static void do_getattr(uint64_t unique, uint64_t id)
 	out.attr_valid = 0;
 	fill_attr(id, &out.attr);
 	reply(unique, 0, &out, sizeof(out));
+}
+
+/* While STALLFILE exists: hold this request about img.  1 if held. */
+static int hold(uint64_t unique, uint64_t id, uint32_t opcode)
+{
+	if (id != IMG_ID || nheld == sizeof(held) / sizeof(held[0]) || !stalled())
+		return 0;
+	held[nheld].unique = unique;
+	held[nheld++].opcode = opcode;
+	return 1;
+}
+
+static void do_getattr(uint64_t unique, uint64_t id)
+{
+	if (!hold(unique, id, FUSE_GETATTR))
+		answer_getattr(unique, id);
+}
+
+static void do_fsync(uint64_t unique, uint64_t id);
+
+/* STALLFILE gone: the held requests are answered now. */
+static void answer_held(void)
+{
+	if (nheld == 0 || stalled())
+		return;
+	while (nheld > 0) {
+		nheld--;
+		if (held[nheld].opcode == FUSE_GETATTR)
+			answer_getattr(held[nheld].unique, IMG_ID);
+		else
+			do_fsync(held[nheld].unique, IMG_ID);
+	}
+}
+
+/* Wait for a request; while GETATTRs are held, look at STALLFILE every
+ * 50 ms meanwhile. */
+static void wait_request(void)
+{
+	struct pollfd p = { .fd = fuse_fd, .events = POLLIN };
+
+	while (nheld > 0 && poll(&p, 1, 50) == 0)
+		answer_held();
 }
 
 static void do_read(uint64_t unique, const struct fuse_read_in *in)
@@ -220,11 +279,14 @@ static void do_statfs(uint64_t unique)
 
 static void serve(void)
 {
+	const struct fuse_in_header *h = (const void *)buf;
+	const void *arg = buf + sizeof(*h);
+	size_t arglen;
+	ssize_t n;
+
 	for (;;) {
-		ssize_t n = read(fuse_fd, buf, sizeof(buf));
-		const struct fuse_in_header *h = (const void *)buf;
-		const void *arg = buf + sizeof(*h);
-		size_t arglen;
+		wait_request();
+		n = read(fuse_fd, buf, sizeof(buf));
 
 		if (n < 0) {
 			/* ENOENT: a request interrupted before we read it. */
@@ -273,7 +335,8 @@ static void serve(void)
 				 arglen - sizeof(struct fuse_write_in));
 			break;
 		case FUSE_FSYNC:
-			do_fsync(h->unique, h->nodeid);
+			if (!hold(h->unique, h->nodeid, FUSE_FSYNC))
+				do_fsync(h->unique, h->nodeid);
 			break;
 		case FUSE_FLUSH:	/* close(2) of an fd: nothing buffered */
 		case FUSE_RELEASE:	/* last close of an open: no state */
@@ -292,6 +355,7 @@ static void serve(void)
 			reply(h->unique, -ENOSYS, NULL, 0);
 			break;
 		}
+		answer_held();
 	}
 }
 
@@ -299,11 +363,12 @@ int main(int argc, char **argv)
 {
 	char opts[128];
 
-	if (argc != 3) {
-		fprintf(stderr, "usage: tinyfuse MOUNTPOINT ARMFILE\n");
+	if (argc != 3 && argc != 4) {
+		fprintf(stderr, "usage: tinyfuse MOUNTPOINT ARMFILE [STALLFILE]\n");
 		return 2;
 	}
 	arm_path = argv[2];
+	stall_path = argc == 4 ? argv[3] : NULL;
 	/* A reply to a request whose caller died must not kill us. */
 	signal(SIGPIPE, SIG_IGN);
 

@@ -35,6 +35,7 @@ static void test_defaults(void **state)
 	assert_int_equal(p.allow_partscan, 1);
 	assert_int_equal(p.allow_direct_io, 1);
 	assert_int_equal(p.allow_block_devices, 0);
+	assert_int_equal(p.allow_fuse_backing, 0);
 }
 
 static void test_full_file(void **state)
@@ -51,7 +52,8 @@ static void test_full_file(void **state)
 			       "allow-grant no\n"
 			       "allow-partscan no\n"
 			       "allow-direct-io no\n"
-			       "allow-block-devices yes", &p), 0);
+			       "allow-block-devices yes\n"
+			       "allow-fuse-backing yes", &p), 0);
 	assert_int_equal(p.restricted, 1);
 	assert_int_equal(p.nusers, 3);
 	assert_int_equal(p.users[0], 0);
@@ -65,6 +67,7 @@ static void test_full_file(void **state)
 	assert_int_equal(p.allow_partscan, 0);
 	assert_int_equal(p.allow_direct_io, 0);
 	assert_int_equal(p.allow_block_devices, 1);
+	assert_int_equal(p.allow_fuse_backing, 1);
 }
 
 static void expect_error(const char *text, const char *needle)
