@@ -11,7 +11,7 @@
  *   allow-partscan yes|no
  *   allow-direct-io yes|no
  *   allow-block-devices yes|no    block devices as backing (not loop devices)
- *   allow-fuse-backing yes|no     backing files on FUSE
+ *   allow-backing-fs fuse overlay ...  backing files on these filesystems too
  *
  * Without allow-users and allow-groups lines anyone who can run or reach
  * the helper is served.  Anything the parser does not understand makes the
@@ -42,7 +42,6 @@ void policy_defaults(struct policy *p)
 	p->allow_partscan = 1;
 	p->allow_direct_io = 1;
 	p->allow_block_devices = 0;
-	p->allow_fuse_backing = 0;
 }
 
 struct parser {
@@ -174,9 +173,110 @@ static int parse_limit(struct parser *ps, const char *key, char **args,
 	return 0;
 }
 
+/*
+ * The filesystems a backing file may lie on.  LOOP_CONFIGURE fsyncs the
+ * backing file while it holds the device's lock and the device still looks
+ * free, so every attacher on the machine that LOOP_CTL_GET_FREE sends there
+ * (root's losetup too) waits for that fsync (KERNEL-FACTS.md).  On a local
+ * filesystem the kernel does that work itself.  FUSE's fsync waits for a
+ * user-space server, and any user can run one (fusermount3, or in a user
+ * namespace); overlayfs and ecryptfs pass the fsync to a layer that a user
+ * can put on FUSE (overlayfs mounts in a user namespace); a network
+ * filesystem waits for its server.  Those are allowed only where the policy
+ * names them.  A type not in this table is refused.
+ */
+struct fs_kind {
+	const char *name;
+	unsigned long magic;		/* statfs f_type */
+	int local;			/* allowed without allow-backing-fs */
+};
+
+static const struct fs_kind fs_kinds[] = {
+	{ "ext4", 0xEF53, 1 },		/* ext2, ext3 and ext4 */
+	{ "xfs", 0x58465342, 1 },
+	{ "btrfs", 0x9123683E, 1 },
+	{ "f2fs", 0xF2F52010, 1 },
+	{ "bcachefs", 0xCA451A4E, 1 },
+	{ "zfs", 0x2FC12FC1, 1 },
+	{ "jfs", 0x3153464A, 1 },
+	{ "nilfs2", 0x3434, 1 },
+	{ "tmpfs", 0x01021994, 1 },	/* devtmpfs too: block device nodes */
+	{ "ramfs", 0x858458F6, 1 },
+	{ "vfat", 0x4D44, 1 },
+	{ "exfat", 0x2011BAB0, 1 },
+	{ "ntfs3", 0x7366746E, 1 },
+	{ "hfsplus", 0x482B, 1 },
+	{ "iso9660", 0x9660, 1 },
+	{ "udf", 0x15013346, 1 },
+	{ "squashfs", 0x73717368, 1 },
+	{ "erofs", 0xE0F5E1E2, 1 },
+	{ "fuse", 0x65735546, 0 },	/* fuseblk and virtiofs too */
+	{ "overlay", 0x794C7630, 0 },
+	{ "ecryptfs", 0xF15F, 0 },
+	{ "nfs", 0x6969, 0 },
+	{ "cifs", 0xFF534D42, 0 },
+	{ "smb2", 0xFE534D42, 0 },
+	{ "9p", 0x01021997, 0 },
+	{ "ceph", 0x00C36400, 0 },
+};
+
+#define FS_KINDS	(sizeof(fs_kinds) / sizeof(fs_kinds[0]))
+
+int policy_allows_fs(const struct policy *p, unsigned long f_type,
+		     const char **name)
+{
+	size_t i;
+
+	*name = NULL;
+	for (i = 0; i < FS_KINDS; i++) {
+		if (fs_kinds[i].magic != f_type)
+			continue;
+		*name = fs_kinds[i].name;
+		return fs_kinds[i].local || (p->backing_fs & (1u << i)) != 0;
+	}
+	return 0;
+}
+
+static void policy_only_names(char *buf, size_t cap)
+{
+	size_t i, len = 0;
+
+	buf[0] = '\0';
+	for (i = 0; i < FS_KINDS && len < cap; i++)
+		if (!fs_kinds[i].local)
+			len += (size_t)snprintf(buf + len, cap - len, "%s%s",
+						len ? " " : "", fs_kinds[i].name);
+}
+
+static int parse_backing_fs(struct parser *ps, const char *key, char **args,
+			    int nargs, uint32_t *out)
+{
+	char names[128];
+	size_t i;
+	int a;
+
+	if (nargs == 0)
+		return parse_error(ps, "%s takes one or more filesystem names", key);
+	for (a = 0; a < nargs; a++) {
+		for (i = 0; i < FS_KINDS; i++)
+			if (strcmp(args[a], fs_kinds[i].name) == 0)
+				break;
+		if (i < FS_KINDS && fs_kinds[i].local)
+			return parse_error(ps, "%s: '%s' is local, always allowed",
+					   key, args[a]);
+		if (i == FS_KINDS) {
+			policy_only_names(names, sizeof(names));
+			return parse_error(ps, "%s: '%s' is not one of: %s", key,
+					   args[a], names);
+		}
+		*out |= 1u << i;
+	}
+	return 0;
+}
+
 enum keyword {
 	KW_USERS, KW_GROUPS, KW_PER_USER, KW_TOTAL, KW_GRANT, KW_PARTSCAN,
-	KW_DIRECT_IO, KW_BLOCK_DEVICES, KW_FUSE, KW_COUNT
+	KW_DIRECT_IO, KW_BLOCK_DEVICES, KW_BACKING_FS, KW_COUNT
 };
 
 static const char *const keywords[KW_COUNT] = {
@@ -188,7 +288,7 @@ static const char *const keywords[KW_COUNT] = {
 	[KW_PARTSCAN] = "allow-partscan",
 	[KW_DIRECT_IO] = "allow-direct-io",
 	[KW_BLOCK_DEVICES] = "allow-block-devices",
-	[KW_FUSE] = "allow-fuse-backing",
+	[KW_BACKING_FS] = "allow-backing-fs",
 };
 
 static int parse_directive(struct parser *ps, char **words, int nwords,
@@ -203,7 +303,7 @@ static int parse_directive(struct parser *ps, char **words, int nwords,
 			break;
 	if (kw == KW_COUNT)
 		return parse_error(ps, "unknown keyword '%s'", words[0]);
-	if (kw != KW_USERS && kw != KW_GROUPS) {
+	if (kw != KW_USERS && kw != KW_GROUPS && kw != KW_BACKING_FS) {
 		if (ps->seen & (1u << kw))
 			return parse_error(ps, "%s given twice", words[0]);
 		ps->seen |= 1u << kw;
@@ -233,8 +333,8 @@ static int parse_directive(struct parser *ps, char **words, int nwords,
 		return parse_bool(ps, words[0], args, nargs,
 				  &p->allow_block_devices);
 	default:
-		return parse_bool(ps, words[0], args, nargs,
-				  &p->allow_fuse_backing);
+		return parse_backing_fs(ps, words[0], args, nargs,
+					&p->backing_fs);
 	}
 }
 

@@ -35,10 +35,16 @@ struct policy {
 	int allow_partscan;		/* default yes */
 	int allow_direct_io;		/* default yes */
 	int allow_block_devices;	/* default no */
-	int allow_fuse_backing;		/* default no */
+	uint32_t backing_fs;		/* allow-backing-fs: bit per policy-only kind */
 };
 
 void policy_defaults(struct policy *p);
+
+/* Whether a backing file on a filesystem of type f_type (statfs) may be
+ * attached: the local ones always, the others only where allow-backing-fs
+ * names them (config.c says why).  *name: the type's name, or NULL. */
+int policy_allows_fs(const struct policy *p, unsigned long f_type,
+		     const char **name);
 
 /* Parse the text of a config file.  On error returns -1 and writes a
  * message naming path, line and problem into err. */

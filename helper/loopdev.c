@@ -135,6 +135,7 @@ static int check_backing(const struct session *s, int fd,
 			 struct stat *st, struct lfd_msg *err)
 {
 	struct statfs sfs;
+	const char *fs;
 
 	if (check_backing_access(fd, read_only, err) < 0)
 		return -1;
@@ -147,16 +148,21 @@ static int check_backing(const struct session *s, int fd,
 	if (pseudo_fs((unsigned long)sfs.f_type))
 		return refuse(err, LFD_R_BACKING_FS, 0, "backing file is on "
 			      "a kernel pseudo filesystem (proc, sysfs, ...)");
-	/* LOOP_CONFIGURE fsyncs the backing file holding the device's lock
-	 * while it still looks free, so a FUSE server (any user can run one)
-	 * that never answers that fsync stalls every attacher on the machine
-	 * that LOOP_CTL_GET_FREE sends to that device (KERNEL-FACTS.md). */
-	if ((unsigned long)sfs.f_type == FUSE_SUPER_MAGIC &&
-	    !s->policy.allow_fuse_backing)
-		return refuse(err, LFD_R_BACKING_FS, 0, "backing file is on FUSE, "
-			      "which the policy does not allow (allow-fuse-backing: "
-			      "a FUSE server that stalls the bind's fsync would "
-			      "stall every loop attach on the machine)");
+	if (!policy_allows_fs(&s->policy, (unsigned long)sfs.f_type, &fs)) {
+		if (fs)
+			lfd_make_error(err, 0, 0, LFD_R_BACKING_FS, "backing file "
+				       "is on %s, not allowed by the policy "
+				       "(allow-backing-fs %s): its fsync can wait for "
+				       "a server, and the bind's fsync would stall "
+				       "every loop attach on the machine", fs, fs);
+		else
+			lfd_make_error(err, 0, 0, LFD_R_BACKING_FS, "backing file "
+				       "is on a filesystem of type 0x%lx, not known "
+				       "to be local: the bind's fsync could stall "
+				       "every loop attach on the machine",
+				       (unsigned long)sfs.f_type);
+		return -1;
+	}
 	return check_geometry(req, st, (uint64_t)st->st_size, err);
 }
 
@@ -331,7 +337,7 @@ static enum node_state try_free_node(uint32_t n, int ro, int *fd,
 /* Open free device n as an unbound, root-only loop node, recreating a
  * user-owned one once.  0: *fd ready; 1: taken or unusable, try another;
  * 2: pinned (user-owned and held open: LOOP_CTL_REMOVE fails with EBUSY);
- * 3: no such device; -1: error in err. */
+ * -1: error in err. */
 static int open_free_node(const struct session *s, uint32_t n, int ro, int *fd,
 			  struct stat *st, struct lfd_msg *err)
 {
@@ -344,8 +350,6 @@ static int open_free_node(const struct session *s, uint32_t n, int ro, int *fd,
 	}
 	if (state == NODE_ERROR)
 		return -1;
-	if (state == NODE_ABSENT)
-		return 3;
 	return state == NODE_READY ? 0 : 1;
 }
 
@@ -692,23 +696,28 @@ int loop_attach_bind(struct session *s, struct attach_job *j)
 	return identify(j);
 }
 
-/* Free node idx, added first if there is none.  A bound one (someone
- * else's: the scan passes them) is not even opened: node_unbound would
- * stat its backing file, and holding someone's device open could make
- * their release find it busy, or their detach happen in our close. */
+/* Free node idx, added first if there is none: 0 with *fd, 1 to try the
+ * next index, -1 with err.  A bound one (someone else's: the scan passes
+ * them) is not even opened: node_unbound would stat its backing file, and
+ * holding someone's device open could make their release find it busy, or
+ * their detach happen in our close.  A user-owned one is left alone: the
+ * scan reaches indices GET_FREE would not yet name, and only GET_FREE's
+ * own node is worth recreating (open_free_node). */
 static int reserve_node(const struct session *s, uint32_t idx, int ro,
 			int *fd, struct stat *st, struct lfd_msg *err)
 {
-	int rc;
+	enum node_state state;
 
 	if (has_binding(idx))
 		return 1;
-	rc = open_free_node(s, idx, ro, fd, st, err);
-
-	if (rc == 3 && (ioctl(s->ctl_fd, LOOP_CTL_ADD, (unsigned long)idx) == 0 ||
-			errno == EEXIST))
-		rc = open_free_node(s, idx, ro, fd, st, err);
-	return rc;
+	state = try_free_node(idx, ro, fd, st, err);
+	if (state == NODE_ABSENT &&
+	    (ioctl(s->ctl_fd, LOOP_CTL_ADD, (unsigned long)idx) == 0 ||
+	     errno == EEXIST))
+		state = try_free_node(idx, ro, fd, st, err);
+	if (state == NODE_ERROR)
+		return -1;
+	return state == NODE_READY ? 0 : 1;
 }
 
 /*

@@ -8,7 +8,7 @@
 # detaches.  tinyfuse (tests/sandbox/tinyfuse.c) serves the image and arms
 # the failure at the first fsync of the image after $T/arm appears: the
 # release's own fsync, after its identity check.  FUSE images need
-# allow-fuse-backing (the default policy refuses them: checked first).
+# allow-backing-fs fuse (the default policy refuses them: checked first).
 . "$(dirname "$0")/../lib.sh"
 
 TINYFUSE=$BUILD/tests/tinyfuse
@@ -64,12 +64,12 @@ write_config ""
 if as_nobody "$LOOPFD" run "$fimg" -- true 2> "$T/deny"; then
 	fail "a FUSE image attached under the default policy"
 fi
-grep -q "^loopfd: $fimg: backing file is on FUSE, which the policy does not allow (allow-fuse-backing" \
+grep -q "^loopfd: $fimg: backing file is on fuse, not allowed by the policy (allow-backing-fs fuse)" \
 	"$T/deny" || fail "the FUSE refusal does not say why: $(cat "$T/deny")"
 note "the default policy refuses a FUSE image: $(cat "$T/deny")"
 
 write_config "max-devices-per-user 1
-allow-fuse-backing yes"
+allow-backing-fs fuse"
 
 # COMMAND: a holder keeps a copy of fd 3 (at most 8 s, or until $T/go), then
 # clears AUTOCLEAR through it and exits; the GETATTR failure is armed for the
@@ -142,7 +142,7 @@ note "$seen; detached once its holder exited, slot freed then"
 # devices in sysfs and by attaching 8 of the images (the per-user limit is
 # 9) in the same session.
 write_config "max-devices-per-user 9
-allow-fuse-backing yes"
+allow-backing-fs fuse"
 make -s -C "$(pwd)" install-python PREFIX="$PREFIX" PYTHON=/usr/bin/python3 \
 	PYTHONDIR="$T/site" > /dev/null || fail "make install-python"
 batch=()

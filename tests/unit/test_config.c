@@ -35,7 +35,7 @@ static void test_defaults(void **state)
 	assert_int_equal(p.allow_partscan, 1);
 	assert_int_equal(p.allow_direct_io, 1);
 	assert_int_equal(p.allow_block_devices, 0);
-	assert_int_equal(p.allow_fuse_backing, 0);
+	assert_int_equal(p.backing_fs, 0);
 }
 
 static void test_full_file(void **state)
@@ -53,7 +53,8 @@ static void test_full_file(void **state)
 			       "allow-partscan no\n"
 			       "allow-direct-io no\n"
 			       "allow-block-devices yes\n"
-			       "allow-fuse-backing yes", &p), 0);
+			       "allow-backing-fs fuse\n"
+			       "allow-backing-fs overlay nfs", &p), 0);
 	assert_int_equal(p.restricted, 1);
 	assert_int_equal(p.nusers, 3);
 	assert_int_equal(p.users[0], 0);
@@ -67,7 +68,7 @@ static void test_full_file(void **state)
 	assert_int_equal(p.allow_partscan, 0);
 	assert_int_equal(p.allow_direct_io, 0);
 	assert_int_equal(p.allow_block_devices, 1);
-	assert_int_equal(p.allow_fuse_backing, 1);
+	assert_int_equal(p.backing_fs != 0, 1);
 }
 
 static void expect_error(const char *text, const char *needle)
@@ -89,6 +90,10 @@ static void test_errors_name_file_line_problem(void **state)
 	expect_error("allow-grant\n", "takes one value");
 	expect_error("allow-grant yes no\n", "takes one value");
 	expect_error("allow-grant yes\nallow-grant no\n", "given twice");
+	expect_error("allow-backing-fs\n", "takes one or more filesystem names");
+	expect_error("allow-backing-fs ext4\n", "'ext4' is local, always allowed");
+	expect_error("allow-backing-fs fuse sshfs\n", "allow-backing-fs: 'sshfs' is "
+		     "not one of: fuse overlay ecryptfs nfs cifs smb2 9p ceph");
 	expect_error("max-devices-per-user 0\n", "from 1 to 256");
 	expect_error("max-devices-per-user 257\n", "from 1 to 256");
 	expect_error("max-devices-per-user -1\n", "is not a number");
@@ -163,6 +168,30 @@ static void test_policy_allows(void **state)
 }
 
 /* config_load's file checks: written to a temp dir as the test user. */
+/* Local filesystems always; the others only where named; unknown never. */
+static void test_backing_fs(void **state)
+{
+	struct policy p;
+	const char *name;
+
+	(void)state;
+	assert_int_equal(parse("", &p), 0);
+	assert_int_equal(policy_allows_fs(&p, 0xEF53, &name), 1);
+	assert_string_equal(name, "ext4");
+	assert_int_equal(policy_allows_fs(&p, 0x01021994, &name), 1);
+	assert_int_equal(policy_allows_fs(&p, 0x65735546, &name), 0);
+	assert_string_equal(name, "fuse");
+	assert_int_equal(policy_allows_fs(&p, 0x794C7630, &name), 0);
+	assert_string_equal(name, "overlay");
+	assert_int_equal(policy_allows_fs(&p, 0x12345678, &name), 0);
+	assert_null(name);
+	assert_int_equal(parse("allow-backing-fs overlay\n", &p), 0);
+	assert_int_equal(policy_allows_fs(&p, 0x794C7630, &name), 1);
+	assert_int_equal(policy_allows_fs(&p, 0x65735546, &name), 0);
+	assert_int_equal(policy_allows_fs(&p, 0x6969, &name), 0);
+	assert_string_equal(name, "nfs");
+}
+
 static void test_load_file_checks(void **state)
 {
 	char dir[] = "/tmp/loopfd-unit.XXXXXX";
@@ -253,6 +282,7 @@ int main(void)
 		cmocka_unit_test(test_long_and_nul_lines),
 		cmocka_unit_test(test_names_from_files),
 		cmocka_unit_test(test_policy_allows),
+		cmocka_unit_test(test_backing_fs),
 		cmocka_unit_test(test_load_file_checks),
 	};
 
