@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/magic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -192,32 +193,32 @@ struct fs_kind {
 };
 
 static const struct fs_kind fs_kinds[] = {
-	{ "ext4", 0xEF53, 1 },		/* ext2, ext3 and ext4 */
-	{ "xfs", 0x58465342, 1 },
-	{ "btrfs", 0x9123683E, 1 },
-	{ "f2fs", 0xF2F52010, 1 },
-	{ "bcachefs", 0xCA451A4E, 1 },
-	{ "zfs", 0x2FC12FC1, 1 },
-	{ "jfs", 0x3153464A, 1 },
-	{ "nilfs2", 0x3434, 1 },
-	{ "tmpfs", 0x01021994, 1 },	/* devtmpfs too: block device nodes */
-	{ "ramfs", 0x858458F6, 1 },
-	{ "vfat", 0x4D44, 1 },
-	{ "exfat", 0x2011BAB0, 1 },
-	{ "ntfs3", 0x7366746E, 1 },
-	{ "hfsplus", 0x482B, 1 },
-	{ "iso9660", 0x9660, 1 },
-	{ "udf", 0x15013346, 1 },
-	{ "squashfs", 0x73717368, 1 },
-	{ "erofs", 0xE0F5E1E2, 1 },
-	{ "fuse", 0x65735546, 0 },	/* fuseblk and virtiofs too */
-	{ "overlay", 0x794C7630, 0 },
-	{ "ecryptfs", 0xF15F, 0 },
-	{ "nfs", 0x6969, 0 },
-	{ "cifs", 0xFF534D42, 0 },
-	{ "smb2", 0xFE534D42, 0 },
-	{ "9p", 0x01021997, 0 },
-	{ "ceph", 0x00C36400, 0 },
+	{ "ext4", EXT4_SUPER_MAGIC, 1 },		/* ext2, ext3 and ext4 */
+	{ "xfs", XFS_SUPER_MAGIC, 1 },
+	{ "btrfs", BTRFS_SUPER_MAGIC, 1 },
+	{ "f2fs", F2FS_SUPER_MAGIC, 1 },
+	{ "bcachefs", 0xCA451A4E, 1 },	/* not in linux/magic.h */
+	{ "zfs", 0x2FC12FC1, 1 },		/* out of tree */
+	{ "jfs", 0x3153464A, 1 },		/* not in linux/magic.h */
+	{ "nilfs2", NILFS_SUPER_MAGIC, 1 },
+	{ "tmpfs", TMPFS_MAGIC, 1 },	/* devtmpfs too: block device nodes */
+	{ "ramfs", RAMFS_MAGIC, 1 },
+	{ "vfat", MSDOS_SUPER_MAGIC, 1 },
+	{ "exfat", EXFAT_SUPER_MAGIC, 1 },
+	{ "ntfs3", 0x7366746E, 1 },	/* not in linux/magic.h */
+	{ "hfsplus", 0x482B, 1 },		/* not in linux/magic.h */
+	{ "iso9660", ISOFS_SUPER_MAGIC, 1 },
+	{ "udf", UDF_SUPER_MAGIC, 1 },
+	{ "squashfs", SQUASHFS_MAGIC, 1 },
+	{ "erofs", EROFS_SUPER_MAGIC_V1, 1 },
+	{ "fuse", FUSE_SUPER_MAGIC, 0 },	/* fuseblk and virtiofs too */
+	{ "overlay", OVERLAYFS_SUPER_MAGIC, 0 },
+	{ "ecryptfs", ECRYPTFS_SUPER_MAGIC, 0 },
+	{ "nfs", NFS_SUPER_MAGIC, 0 },
+	{ "cifs", CIFS_SUPER_MAGIC, 0 },
+	{ "smb2", SMB2_SUPER_MAGIC, 0 },
+	{ "9p", V9FS_MAGIC, 0 },
+	{ "ceph", CEPH_SUPER_MAGIC, 0 },
 };
 
 #define FS_KINDS	(sizeof(fs_kinds) / sizeof(fs_kinds[0]))
