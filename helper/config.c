@@ -178,13 +178,18 @@ static int parse_limit(struct parser *ps, const char *key, char **args,
  * The filesystems a backing file may lie on.  LOOP_CONFIGURE fsyncs the
  * backing file while it holds the device's lock and the device still looks
  * free, so every attacher on the machine that LOOP_CTL_GET_FREE sends there
- * (root's losetup too) waits for that fsync (KERNEL-FACTS.md).  On a local
- * filesystem the kernel does that work itself.  FUSE's fsync waits for a
- * user-space server, and any user can run one (fusermount3, or in a user
- * namespace); overlayfs and ecryptfs pass the fsync to a layer that a user
- * can put on FUSE (overlayfs mounts in a user namespace); a network
- * filesystem waits for its server.  Those are allowed only where the policy
- * names them.  A type not in this table is refused.
+ * (root's losetup too) waits for that fsync (KERNEL-FACTS.md).  Allowed
+ * without a policy line: filesystems whose fsync no user can make wait.
+ * ext4's takes no lock a writer holds across a page fault (helper-20: a
+ * write whose source buffer is an mmap of a stalled FUSE file held btrfs's
+ * fsync, not ext4's); tmpfs and ramfs have nothing to write; iso9660,
+ * squashfs and erofs cannot be written.  The others only where the policy
+ * names them: FUSE waits for a user-space server, which any user can run;
+ * overlayfs and ecryptfs pass the fsync to a layer a user can put on FUSE;
+ * network filesystems wait for their server; btrfs, and the filesystems
+ * whose fsync is the generic one (vfat, exfat...), take the inode lock,
+ * which a writer holds while its source buffer faults; the rest were not
+ * measured.  A type not in this table is refused.
  */
 struct fs_kind {
 	const char *name;
@@ -193,31 +198,31 @@ struct fs_kind {
 };
 
 static const struct fs_kind fs_kinds[] = {
-	{ "ext4", EXT4_SUPER_MAGIC, 1 },		/* ext2, ext3 and ext4 */
-	{ "xfs", XFS_SUPER_MAGIC, 1 },
-	{ "btrfs", BTRFS_SUPER_MAGIC, 1 },
-	{ "f2fs", F2FS_SUPER_MAGIC, 1 },
-	{ "bcachefs", 0xCA451A4E, 1 },	/* not in linux/magic.h */
-	{ "zfs", 0x2FC12FC1, 1 },		/* out of tree */
-	{ "jfs", 0x3153464A, 1 },		/* not in linux/magic.h */
-	{ "nilfs2", NILFS_SUPER_MAGIC, 1 },
+	{ "ext4", EXT4_SUPER_MAGIC, 1 },	/* ext2, ext3 and ext4 */
 	{ "tmpfs", TMPFS_MAGIC, 1 },	/* devtmpfs too: block device nodes */
 	{ "ramfs", RAMFS_MAGIC, 1 },
-	{ "vfat", MSDOS_SUPER_MAGIC, 1 },
-	{ "exfat", EXFAT_SUPER_MAGIC, 1 },
-	{ "ntfs3", 0x7366746E, 1 },	/* not in linux/magic.h */
-	{ "hfsplus", 0x482B, 1 },		/* not in linux/magic.h */
 	{ "iso9660", ISOFS_SUPER_MAGIC, 1 },
-	{ "udf", UDF_SUPER_MAGIC, 1 },
 	{ "squashfs", SQUASHFS_MAGIC, 1 },
 	{ "erofs", EROFS_SUPER_MAGIC_V1, 1 },
+	{ "xfs", XFS_SUPER_MAGIC, 0 },
+	{ "btrfs", BTRFS_SUPER_MAGIC, 0 },
+	{ "f2fs", F2FS_SUPER_MAGIC, 0 },
+	{ "bcachefs", 0xCA451A4E, 0 },	/* not in linux/magic.h */
+	{ "zfs", 0x2FC12FC1, 0 },		/* out of tree */
+	{ "jfs", 0x3153464A, 0 },		/* not in linux/magic.h */
+	{ "nilfs2", NILFS_SUPER_MAGIC, 0 },
+	{ "vfat", MSDOS_SUPER_MAGIC, 0 },
+	{ "exfat", EXFAT_SUPER_MAGIC, 0 },
+	{ "ntfs3", 0x7366746E, 0 },	/* not in linux/magic.h */
+	{ "hfsplus", 0x482B, 0 },		/* not in linux/magic.h */
+	{ "udf", UDF_SUPER_MAGIC, 0 },
 	{ "fuse", FUSE_SUPER_MAGIC, 0 },	/* fuseblk and virtiofs too */
 	{ "overlay", OVERLAYFS_SUPER_MAGIC, 0 },
 	{ "ecryptfs", ECRYPTFS_SUPER_MAGIC, 0 },
 	{ "nfs", NFS_SUPER_MAGIC, 0 },
 	{ "cifs", CIFS_SUPER_MAGIC, 0 },
 	{ "smb2", SMB2_SUPER_MAGIC, 0 },
-	{ "9p", V9FS_MAGIC, 0 },
+	{ "9p", V9FS_MAGIC, 0 },		/* its server chooses f_type */
 	{ "ceph", CEPH_SUPER_MAGIC, 0 },
 };
 
@@ -252,7 +257,7 @@ static void policy_only_names(char *buf, size_t cap)
 static int parse_backing_fs(struct parser *ps, const char *key, char **args,
 			    int nargs, uint32_t *out)
 {
-	char names[128];
+	char names[256];
 	size_t i;
 	int a;
 

@@ -60,8 +60,22 @@ static int refuse(struct lfd_msg *err, enum lfd_reason r, int e,
 	return -1;
 }
 
+/* A partition of a loop device: its sysfs directory's parent is the loop
+ * disk's, which has a "loop" directory while bound (a partition exists
+ * only then).  Asked of sysfs by stat: the helper cannot open /sys. */
+static int loop_partition(dev_t rdev)
+{
+	char path[80];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/../loop",
+		 major(rdev), minor(rdev));
+	return stat(path, &st) == 0;
+}
+
 /* The kind of object behind the fd: regular file, or a block device the
- * policy allows; never a loop device or the loop-control node (a loop
+ * policy allows; never a loop device, a partition of one (the kernel's own
+ * loop-cycle check compares majors only) or the loop-control node (a loop
  * device backed by itself or by the caller's other device is a way to
  * deadlock or confuse the helper's identity checks). */
 static int check_backing_kind(const struct session *s, const struct stat *st,
@@ -69,6 +83,8 @@ static int check_backing_kind(const struct session *s, const struct stat *st,
 {
 	if (S_ISBLK(st->st_mode) && major(st->st_rdev) == LOOP_MAJOR_NR)
 		return refuse(err, LFD_R_BACKING_LOOP, 0, "backing fd is a loop device");
+	if (S_ISBLK(st->st_mode) && loop_partition(st->st_rdev))
+		return refuse(err, LFD_R_BACKING_LOOP, 0, "backing fd is a partition of a loop device");
 	if (S_ISCHR(st->st_mode) && major(st->st_rdev) == LOOP_CTL_MAJOR &&
 	    minor(st->st_rdev) == LOOP_CTL_MINOR)
 		return refuse(err, LFD_R_BACKING_LOOP, 0, "backing fd is /dev/loop-control");

@@ -126,4 +126,30 @@ read -r name1 name2 < "$T/names"
 	fail "devices not exactly on fds 3 and 4 in order ($name1 $name2): $(cat "$T/fds")"
 ! grep -E "socket:|$T/(img|i2.img)|/dev/loop-control" "$T/fds" ||
 	fail "COMMAND inherited loopfd's own fds: $(cat "$T/fds")"
-note "offset/sizelimit, sector size, dio, partscan, --lock, policy refusals, COMMAND exit statuses and fds as asked"
+
+# allow-block-devices admits block devices, never a loop device or a
+# partition of one (major 259, not the loop major: the kernel's own loop-cycle
+# check misses it).  The partition is made with BLKPG on a device of ours,
+# and removed before the device is detached, failure or not: a BLKPG
+# partition outlives the detach of a device without partscan, and the next
+# binder of that index (anyone's) would find it.
+write_config "allow-block-devices yes"
+mkimage "$T/parted.img" 8
+own=$(losetup -f --show "$T/parted.img")
+trap 'rc=$?; delpart "$own" 1 2>/dev/null; (exit $rc); _cleanup' EXIT
+addpart "$own" 1 2048 4096 || fail "addpart on $own"
+wait_until 5 test -b "${own}p1" || fail "no ${own}p1 after addpart"
+if "$LOOPFD" run "${own}p1" -- true 2> "$T/perr"; then
+	fail "a partition of a loop device was attached as a backing file"
+fi
+grep -q "^loopfd: ${own}p1: backing fd is a partition of a loop device$" "$T/perr" ||
+	fail "the loop partition's refusal: $(cat "$T/perr")"
+if "$LOOPFD" run "$own" -- true 2> "$T/perr"; then
+	fail "a loop device was attached as a backing file"
+fi
+grep -q "backing fd is a loop device$" "$T/perr" || fail "the loop device's refusal: $(cat "$T/perr")"
+delpart "$own" 1 || fail "delpart on $own"
+trap _cleanup EXIT
+losetup -d "$own"
+remove_config
+note "offset/sizelimit, sector size, dio, partscan, --lock, policy refusals, COMMAND exit statuses and fds as asked; a loop device or its partition is never a backing file"

@@ -93,7 +93,8 @@ static void test_errors_name_file_line_problem(void **state)
 	expect_error("allow-backing-fs\n", "takes one or more filesystem names");
 	expect_error("allow-backing-fs ext4\n", "'ext4' is local, always allowed");
 	expect_error("allow-backing-fs fuse sshfs\n", "allow-backing-fs: 'sshfs' is "
-		     "not one of: fuse overlay ecryptfs nfs cifs smb2 9p ceph");
+		     "not one of: xfs btrfs f2fs bcachefs zfs jfs nilfs2 vfat exfat "
+		     "ntfs3 hfsplus udf fuse overlay ecryptfs nfs cifs smb2 9p ceph");
 	expect_error("max-devices-per-user 0\n", "from 1 to 256");
 	expect_error("max-devices-per-user 257\n", "from 1 to 256");
 	expect_error("max-devices-per-user -1\n", "is not a number");
@@ -183,6 +184,8 @@ static void test_backing_fs(void **state)
 	assert_string_equal(name, "fuse");
 	assert_int_equal(policy_allows_fs(&p, 0x794C7630, &name), 0);
 	assert_string_equal(name, "overlay");
+	assert_int_equal(policy_allows_fs(&p, 0x9123683E, &name), 0);
+	assert_string_equal(name, "btrfs");
 	assert_int_equal(policy_allows_fs(&p, 0x12345678, &name), 0);
 	assert_null(name);
 	assert_int_equal(parse("allow-backing-fs overlay\n", &p), 0);
