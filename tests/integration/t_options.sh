@@ -142,12 +142,18 @@ wait_until 5 test -b "${own}p1" || fail "no ${own}p1 after addpart"
 if "$LOOPFD" run "${own}p1" -- true 2> "$T/perr"; then
 	fail "a partition of a loop device was attached as a backing file"
 fi
-grep -q "^loopfd: ${own}p1: backing fd is a partition of a loop device$" "$T/perr" ||
+refused="backing fd is a partition of a loop device, or a device mapped onto one"
+grep -q "^loopfd: ${own}p1: $refused$" "$T/perr" ||
 	fail "the loop partition's refusal: $(cat "$T/perr")"
 if "$LOOPFD" run "$own" -- true 2> "$T/perr"; then
 	fail "a loop device was attached as a backing file"
 fi
 grep -q "backing fd is a loop device$" "$T/perr" || fail "the loop device's refusal: $(cat "$T/perr")"
+# Not tested here: the same partition after its device's unbind (it outlives
+# it; the helper refuses it by the same ioctl, which answers ENXIO).  If that
+# check ever broke, LOOP_CTL_GET_FREE could hand the test the partition's own
+# device, bound to its own partition: its first flush deadlocks in the kernel
+# (a mutation run did that, KERNEL-FACTS.md).
 delpart "$own" 1 || fail "delpart on $own"
 trap _cleanup EXIT
 losetup -d "$own"

@@ -14,7 +14,8 @@
 # (d) In one batch, another opener writes (b)'s kind of image while the
 # release waits for a busy device before it: the write's loss must be
 # reported (a device must not wait behind another's wait between its flush
-# and its clear, with only a write-back, no fsync, after it).
+# and its clear, with only a write-back, no fsync, after it).  (e) and (f)
+# are described where they run.
 . "$(dirname "$0")/../lib.sh"
 
 # The test's own devices go by name: once the tmpfs is unmounted, lib.sh
@@ -154,3 +155,21 @@ assert all(e["data_lost"] is True for e in rel), rel
 EOF
 assert_no_device_for "$T/f/img"
 note "(e) partitions of one open image: every device's release reports the image's loss"
+
+# (f) data the caller wrote to the image before the attach, whose write-back
+# fails: the helper writes it back before the bind (so that the kernel's
+# bind does not, holding the device's lock: helper-21) and that write-back's
+# error refuses the attach, naming it.  Before, LOOP_CONFIGURE's own fsync
+# took the error and nobody was told: the run succeeded and the data was lost.
+full_disk_image "$T/g"
+as_nobody dd if=/dev/zero of="$T/g/img" bs=1M count=30 conv=notrunc status=none ||
+	fail "(f): the buffered write before the attach failed at once"
+set +e
+as_nobody "$LOOPFD" run "$T/g/img" -- true 2> "$T/err"
+rc=$?
+set -e
+[ $rc != 0 ] || fail "(f): attached over data that did not reach the disk, and said nothing"
+grep -q "^loopfd: $T/g/img: data written to the image before the attach did not reach its disk (" "$T/err" ||
+	fail "(f): the refusal does not say so: $(cat "$T/err")"
+assert_no_device_for "$T/g/img"
+note "(f) data written before the attach that did not reach the disk: $(cat "$T/err")"
