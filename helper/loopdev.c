@@ -83,16 +83,18 @@ static int check_backing_kind(const struct session *s, int fd,
 {
 	if (S_ISBLK(st->st_mode) && major(st->st_rdev) == LOOP_MAJOR_NR)
 		return refuse(err, LFD_R_BACKING_LOOP, 0, "backing fd is a loop device");
-	if (S_ISBLK(st->st_mode) && on_loop_device(fd))
-		return refuse(err, LFD_R_BACKING_LOOP, 0, "backing fd is a partition "
-			      "of a loop device, or a device mapped onto one");
 	if (S_ISCHR(st->st_mode) && major(st->st_rdev) == LOOP_CTL_MAJOR &&
 	    minor(st->st_rdev) == LOOP_CTL_MINOR)
 		return refuse(err, LFD_R_BACKING_LOOP, 0, "backing fd is /dev/loop-control");
-	if (S_ISBLK(st->st_mode) && s->policy.allow_block_devices)
-		return 0;
-	if (S_ISBLK(st->st_mode))
+	if (S_ISBLK(st->st_mode) && !s->policy.allow_block_devices)
 		return refuse(err, LFD_R_BACKING_KIND, 0, "block devices as backing are not allowed by the policy");
+	/* Asked only where the policy allows block devices: on a bound loop
+	 * partition the ioctl stats that device's backing file. */
+	if (S_ISBLK(st->st_mode) && on_loop_device(fd))
+		return refuse(err, LFD_R_BACKING_LOOP, 0, "backing fd is a partition "
+			      "of a loop device, or a device mapped onto one");
+	if (S_ISBLK(st->st_mode))
+		return 0;
 	if (!S_ISREG(st->st_mode)) {
 		lfd_make_error(err, 0, 0, LFD_R_BACKING_KIND,
 			       "backing fd is a %s, not a regular file",
