@@ -136,7 +136,7 @@ read -r name1 name2 < "$T/names"
 write_config "allow-block-devices yes"
 mkimage "$T/parted.img" 8
 own=$(losetup -f --show "$T/parted.img")
-trap 'rc=$?; delpart "$own" 1 2>/dev/null; (exit $rc); _cleanup' EXIT
+trap 'rc=$?; set +e; delpart "$own" 1 2>/dev/null; (exit $rc); _cleanup' EXIT
 addpart "$own" 1 2048 4096 || fail "addpart on $own"
 wait_until 5 test -b "${own}p1" || fail "no ${own}p1 after addpart"
 if "$LOOPFD" run "${own}p1" -- true 2> "$T/perr"; then

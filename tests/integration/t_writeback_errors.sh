@@ -27,7 +27,7 @@ _teardown() {
 	for m in "${_ext4_mounts[@]}"; do umount "$m" 2>/dev/null || umount -l "$m" || true; done
 	for d in "${_ext4_devs[@]}"; do losetup -d "$d" 2>/dev/null || true; done
 }
-trap 'rc=$?; _teardown; (exit $rc); _cleanup' EXIT
+trap 'rc=$?; set +e; _teardown; (exit $rc); _cleanup' EXIT
 
 # ext4_on FILE MNT [MOUNT OPTIONS]: mkfs.ext4 on a loop device of FILE, mounted at MNT.
 ext4_on() {
