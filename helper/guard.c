@@ -55,7 +55,6 @@ struct guard_entry {
 	uint32_t state;		/* 0: empty; GUARD_ATTACHED */
 	uint32_t index;
 	uint64_t rdev;
-	uint64_t diskseq;
 	uint64_t binding_ino;	/* how the watch tells it detached (loopdev.c) */
 	uint32_t node_uid;	/* owner and mode to give the node back */
 	uint32_t node_gid;
@@ -94,7 +93,6 @@ int guard_note_attached(const struct session *s, const struct device *d,
 		return -1;
 	e->index = d->ident.index;
 	e->rdev = (uint64_t)d->rdev;
-	e->diskseq = d->ident.diskseq;
 	e->binding_ino = d->binding_ino;
 	e->node_uid = (uint32_t)d->node_uid;
 	e->node_gid = (uint32_t)d->node_gid;
@@ -118,7 +116,6 @@ static void take_entry(struct device *d, const struct guard_entry *e)
 	d->in_use = 1;
 	d->fd = -1;
 	d->ident.index = e->index;
-	d->ident.diskseq = e->diskseq;
 	d->binding_ino = e->binding_ino;
 	d->rdev = (dev_t)e->rdev;
 	d->node_uid = e->node_uid;

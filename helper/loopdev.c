@@ -9,7 +9,6 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <linux/loop.h>
-#include <linux/magic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -33,25 +32,6 @@
 #endif
 
 /* ---- backing-fd validation ------------------------------------------------ */
-
-/* Filesystems whose "regular files" are kernel interfaces, not storage. */
-static int pseudo_fs(unsigned long type)
-{
-	static const unsigned long magic[] = {
-		PROC_SUPER_MAGIC, SYSFS_MAGIC, DEBUGFS_MAGIC, TRACEFS_MAGIC,
-		SECURITYFS_MAGIC, CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC,
-		BPF_FS_MAGIC, 0x62656570 /* configfs */, EFIVARFS_MAGIC,
-		PSTOREFS_MAGIC, SELINUX_MAGIC, SMACK_MAGIC, DEVPTS_SUPER_MAGIC,
-		0x65735543 /* fusectl */, NSFS_MAGIC, PIPEFS_MAGIC, SOCKFS_MAGIC,
-		ANON_INODE_FS_MAGIC,
-	};
-	size_t i;
-
-	for (i = 0; i < sizeof(magic) / sizeof(magic[0]); i++)
-		if (type == magic[i])
-			return 1;
-	return 0;
-}
 
 static int refuse(struct lfd_msg *err, enum lfd_reason r, int e,
 		  const char *text)
@@ -164,21 +144,21 @@ static int check_backing(const struct session *s, int fd,
 		return -1;
 	if (fstatfs(fd, &sfs) < 0)
 		return refuse(err, LFD_R_BACKING_ACCESS, errno, "cannot statfs backing fd");
-	if (pseudo_fs((unsigned long)sfs.f_type))
-		return refuse(err, LFD_R_BACKING_FS, 0, "backing file is on "
-			      "a kernel pseudo filesystem (proc, sysfs, ...)");
+	/* Also what refuses kernel interfaces posing as regular files (proc,
+	 * sysfs, cgroupfs...): they are not in the policy's table. */
 	if (!policy_allows_fs(&s->policy, (unsigned long)sfs.f_type, &fs)) {
 		if (fs)
 			lfd_make_error(err, 0, 0, LFD_R_BACKING_FS, "backing file "
 				       "is on %s, not allowed by the policy "
-				       "(allow-backing-fs %s): its fsync can wait for "
-				       "a server, and the bind's fsync would stall "
+				       "(allow-backing-fs %s): its fsync can be made "
+				       "to wait, and the bind's fsync would stall "
 				       "every loop attach on the machine", fs, fs);
 		else
 			lfd_make_error(err, 0, 0, LFD_R_BACKING_FS, "backing file "
-				       "is on a filesystem of type 0x%lx, not known "
-				       "to be local: the bind's fsync could stall "
-				       "every loop attach on the machine",
+				       "is on a filesystem of type 0x%lx, neither a "
+				       "local one nor one the policy can allow (a "
+				       "kernel pseudo filesystem, or one whose fsync "
+				       "could stall every loop attach on the machine)",
 				       (unsigned long)sfs.f_type);
 		return -1;
 	}
@@ -1077,8 +1057,8 @@ static void flush_device(struct device *d, int fd)
  * since, and reports their errors, without making the backing file durable
  * again (the kernel's exception: what another opener writes during the
  * release).  Later rounds, after waiting for other openers, do the full
- * flush.  *cleared is set when someone else's LOOP_CLR_FD put the device in
- * rundown.
+ * flush.  d->cleared is set when someone else's LOOP_CLR_FD put the device
+ * in rundown.
  */
 static enum dev_state release_round(struct device *d, int round)
 {

@@ -140,7 +140,7 @@ class BackingAccessError(HelperError):
 
 
 class BackingFsError(HelperError):
-    """The backing file is on a kernel pseudo filesystem, or on FUSE where the policy does not allow it."""
+    """The backing file is on a kernel pseudo filesystem, or on a filesystem the policy does not allow."""
 
     reason = Reason.BACKING_FS
     default_errno = _errno.EINVAL
